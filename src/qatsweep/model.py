@@ -30,8 +30,9 @@ class MLP(nn.Module):
         self.quant = QuantStub()
         blocks = []
         for i in range(depth):
-            blocks.append(nn.Sequential(nn.Linear(in_features if i == 0 else width, width),
-                                        nn.ReLU()))
+            blocks.append(
+                nn.Sequential(nn.Linear(in_features if i == 0 else width, width), nn.ReLU())
+            )
         self.hidden = nn.Sequential(*blocks)
         self.head = nn.Linear(width, N_CLASSES)
         self.dequant = DeQuantStub()
@@ -57,7 +58,8 @@ def build_model(config: TrialConfig) -> nn.Module:
 
     with quiet_deprecation():
         fuse_modules_qat(
-            model, [[f"hidden.{i}.0", f"hidden.{i}.1"] for i in range(config.depth)],
+            model,
+            [[f"hidden.{i}.0", f"hidden.{i}.1"] for i in range(config.depth)],
             inplace=True,
         )
         model.qconfig = make_qconfig(  # type: ignore[assignment]

@@ -78,8 +78,12 @@ class Trainer:
 
         if data is None:
             data = make_spirals(
-                config.n_samples, config.dims, config.noise, config.turns,
-                config.test_fraction, config.seed,
+                config.n_samples,
+                config.dims,
+                config.noise,
+                config.turns,
+                config.test_fraction,
+                config.seed,
             )
         self.data = data.to(self.device)
         self.model = build_model(config).to(self.device)
@@ -208,6 +212,11 @@ def train(
         return TrialResult(status, trainer.epoch, None, None, None, seconds, str(trainer.device))
     final = trainer.evaluate()
     return TrialResult(
-        status, trainer.epoch, final.loss, final.train_acc, final.test_acc, seconds,
+        status,
+        trainer.epoch,
+        final.loss,
+        final.train_acc,
+        final.test_acc,
+        seconds,
         str(trainer.device),
     )
