@@ -49,13 +49,18 @@ def build_model(config: TrialConfig) -> nn.Module:
     Quantized modes fuse each Linear+ReLU (one activation quantizer after the ReLU, as in
     an int8 deployment) and attach ``RoundingFakeQuantize`` to weights and activations.
     """
+    # fork_rng keeps the caller's random state untouched; prepare_qat draws from it too
+    # (its QAT modules initialise weights before copying ours in).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = MLP(config.width, config.depth, in_features=config.dims)
-    model.train()
-    if not config.quantized:
-        return model
+        model.train()
+        if config.quantized:
+            _prepare(model, config)
+    return model
 
+
+def _prepare(model: MLP, config: TrialConfig) -> None:
     with quiet_deprecation():
         fuse_modules_qat(
             model,
@@ -67,7 +72,6 @@ def build_model(config: TrialConfig) -> nn.Module:
         )
         prepare_qat(model, inplace=True)
     reseed_rounding(model, config.seed)
-    return model
 
 
 def fake_quantizers(model: nn.Module) -> list[RoundingFakeQuantize]:

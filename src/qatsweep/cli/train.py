@@ -10,7 +10,6 @@ import typing
 from typing import Any
 
 from qatsweep.config import TrialConfig
-from qatsweep.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,7 @@ def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     config = trial_config_from_args(args)
+    from qatsweep.trainer import train  # torch loads only once the arguments are valid
 
     def on_report(epoch: int, loss: float, train_acc: float, test_acc: float) -> None:
         log.info(
