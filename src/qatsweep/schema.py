@@ -8,6 +8,7 @@ is missing (Arrow nulls, pandas ``Int64``), and modes and statuses are dictionar
 
 from __future__ import annotations
 
+import pandas as pd
 import pyarrow as pa
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -45,8 +46,35 @@ METRIC_FIELDS: list[pa.Field] = [
     pa.field("test_acc", pa.float64()),
 ]
 
+
+def _pandas_dtype(field: pa.Field) -> str:
+    if pa.types.is_integer(field.type):
+        return "Int64" if field.nullable else "int64"
+    if pa.types.is_boolean(field.type):
+        return "boolean" if field.nullable else "bool"
+    if pa.types.is_dictionary(field.type):
+        return "category"
+    if pa.types.is_timestamp(field.type):
+        return "datetime64[us, UTC]"
+    if pa.types.is_floating(field.type):
+        return "float64"
+    return "string"
+
+
+def with_pandas_metadata(schema: pa.Schema) -> pa.Schema:
+    """Attach pandas metadata so ``pd.read_parquet`` restores nullable integers as ``Int64``.
+
+    Without it a column such as ``batch_size`` (null for full batch) would come back as
+    floats; the Arrow types stay what they are for polars, DuckDB and pyarrow readers.
+    """
+    frame = pd.DataFrame({f.name: pd.Series(dtype=_pandas_dtype(f)) for f in schema})
+    metadata = pa.Schema.from_pandas(frame, preserve_index=False).metadata
+    return schema.with_metadata(metadata)
+
+
 TRIALS_SCHEMA = pa.schema(
     [
+        # The trial's name, e.g. floor_w16_d4_s0: one per grid point, stable across resumes.
         pa.field("trial_id", pa.string(), nullable=False),
         pa.field("experiment", pa.string(), nullable=False),
         *CONFIG_FIELDS,
@@ -56,7 +84,9 @@ TRIALS_SCHEMA = pa.schema(
         *METRIC_FIELDS,
         pa.field("seconds", pa.float64()),
         pa.field("started_at", pa.timestamp("us", tz="UTC")),
-        pa.field("node", pa.string()),
+        pa.field("tune_trial_id", pa.string()),
+        pa.field("node", pa.string()),  # Ray node id: unique per node, even on one host
+        pa.field("hostname", pa.string()),
         pa.field("trained_on", pa.string()),  # the device actually used: cpu, cuda:0, ...
         pa.field("qatsweep_version", pa.string()),
         pa.field("torch_version", pa.string()),
@@ -65,6 +95,7 @@ TRIALS_SCHEMA = pa.schema(
         pa.field("git_rev", pa.string()),
     ]
 )
+TRIALS_SCHEMA = with_pandas_metadata(TRIALS_SCHEMA)
 
 CURVES_SCHEMA = pa.schema(
     [
@@ -74,6 +105,7 @@ CURVES_SCHEMA = pa.schema(
         *METRIC_FIELDS,
     ]
 )
+CURVES_SCHEMA = with_pandas_metadata(CURVES_SCHEMA)
 
 #: Columns the analysis needs at the least.
 ANALYSIS_REQUIRED: tuple[str, ...] = ("mode", "width", "depth", "seed", "status", "test_acc")

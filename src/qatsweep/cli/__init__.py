@@ -52,6 +52,10 @@ def configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else 10
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("qatsweep").setLevel(logging.INFO if verbosity <= 1 else logging.DEBUG)
+    # One line per finished trial would bury the progress bar; -v shows them.
+    logging.getLogger("qatsweep.progress").setLevel(
+        logging.WARNING if verbosity <= 0 else logging.INFO
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,79 @@
+"""``qatsweep run SWEEP.yaml``: run a sweep on local Ray or an existing cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from qatsweep.sweep_config import load_sweep
+
+
+def mode_table(trials: Any) -> str:
+    """Mean test accuracy per mode over finished trials, as a small text table."""
+    frame = trials.to_pandas()
+    lines = [f"{'mode':<12} {'finished':>8} {'diverged':>8} {'error':>6} {'mean test_acc':>14}"]
+    for mode, group in frame.groupby("mode", observed=True, sort=False):
+        finished = group[group["status"] == "finished"]
+        mean = f"{finished['test_acc'].mean():.4f}" if len(finished) else "-"
+        lines.append(
+            f"{mode!s:<12} {len(finished):>8} {(group['status'] == 'diverged').sum():>8} "
+            f"{(group['status'] == 'error').sum():>6} {mean:>14}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep, args.overrides)
+    from qatsweep.ray_session import stop_ray
+    from qatsweep.sweep import run_sweep
+
+    try:
+        outcome = run_sweep(sweep, address=args.address, show_progress=not args.no_progress)
+    finally:
+        stop_ray()
+
+    print(mode_table(outcome.trials))
+    for path in outcome.paths:
+        print(f"wrote {path}")
+    errored = [
+        name
+        for name, status in zip(
+            outcome.trials.column("trial_id").to_pylist(),
+            outcome.trials.column("status").to_pylist(),
+            strict=True,
+        )
+        if status == "error"
+    ]
+    print(f"analyse with: qatsweep analyze {outcome.experiment} -o {outcome.experiment}/report")
+    if outcome.interrupted:
+        print(
+            "qatsweep: the sweep was interrupted; the tables hold what finished", file=sys.stderr
+        )
+        return 130
+    if errored:
+        print(f"qatsweep: {len(errored)} trial(s) failed: {', '.join(errored)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run a sweep file's grid with Ray Tune", description=__doc__
+    )
+    parser.add_argument("sweep", metavar="SWEEP.yaml", help="the sweep file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a sweep-file value, e.g. --set epochs=200 --set grid.width=[16,32]",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray locally)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.set_defaults(func=_cmd_run)

@@ -1,0 +1,221 @@
+"""Sweep files: a YAML description of a grid of trials, validated before anything starts.
+
+A sweep file holds
+
+- ``name`` — the experiment, a directory under ``storage``;
+- ``storage`` — where experiments go: a local or shared (NFS) path, relative paths taken
+  from the current directory, or an ``s3://``/``gs://`` URI;
+- ``grid`` — the axes: any trial setting (``mode``, ``width``, ``depth``, ``seed``,
+  ``bits``, ``per_channel``, ``lr``, ``epochs``, …) mapped to a non-empty list;
+- fixed trial settings at the top level (``epochs: 300``), the same names as the axes;
+- ``resources`` — what one trial needs: whole ``cpu`` (also its torch thread count) and an
+  optional, possibly fractional, ``gpu``;
+- ``max_concurrent`` — trials at once (default: as many as the resources allow);
+- ``report_every`` — epochs between reports (curves, TensorBoard, progress).
+
+``--set key=value`` edits the file's values before validation; the value is read as YAML
+(``--set grid.width=[16,32] --set epochs=200``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qatsweep.config import TrialConfig, describe_validation_error
+from qatsweep.errors import ConfigError
+
+#: Trial settings that come from ``resources`` rather than from the sweep file.
+DERIVED_SETTINGS = {"threads": "resources.cpu", "device": "resources.gpu"}
+
+
+class Resources(BaseModel):
+    """What one trial reserves on a Ray node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: int = Field(1, ge=1)
+    gpu: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float) -> float:
+        if gpu > 1 and not float(gpu).is_integer():
+            raise ValueError("a gpu request above 1 must be a whole number (Ray's rule)")
+        return gpu
+
+
+class SweepConfig(BaseModel):
+    """A validated sweep file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    storage: str = "results"
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    trial: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Resources()
+    max_concurrent: int | None = Field(None, ge=1)
+    report_every: int = Field(100, ge=1)
+
+    @property
+    def axes(self) -> list[str]:
+        """Grid axes in file order."""
+        return list(self.grid)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(values) for values in self.grid.values())
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point as a dict of axis values, in a stable order."""
+        keys = self.axes
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*self.grid.values())
+        ]
+
+    def trial_config(self, point: dict[str, Any], *, device: str = "cpu") -> TrialConfig:
+        """The full trial config of one grid point."""
+        values = {**self.trial, **point, "threads": self.resources.cpu, "device": device}
+        return TrialConfig.parse(values, source=f"grid point {point}")
+
+    @property
+    def storage_is_uri(self) -> bool:
+        return "://" in self.storage
+
+    def resolved_storage(self, base: Path | None = None) -> str:
+        """``storage`` as an absolute path (Tune fails inside pyarrow on relative ones)."""
+        if self.storage_is_uri:
+            return self.storage
+        path = Path(self.storage).expanduser()
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        return str(path.resolve())
+
+    def experiment_path(self, base: Path | None = None) -> str:
+        return f"{self.resolved_storage(base).rstrip('/')}/{self.name}"
+
+
+def _check_trial_settings(raw: dict[str, Any], source: str) -> None:
+    """Check fixed settings and every axis value against ``TrialConfig`` with precise keys."""
+    trial, grid = raw.get("trial", {}), raw.get("grid", {})
+    for key, where in DERIVED_SETTINGS.items():
+        if key in trial or key in grid:
+            raise ConfigError(f"{source}: {key}: set by {where}, not in the sweep file")
+
+    for key in grid:
+        if key in trial:
+            raise ConfigError(f"{source}: {key}: both fixed and a grid axis; keep one")
+        if key not in TrialConfig.model_fields:
+            raise ConfigError(f"{source}: grid.{key}: unknown key (not a trial setting)")
+    try:
+        TrialConfig.model_validate(trial)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe_validation_error(err)}") from err
+
+    for key, values in grid.items():
+        for index, value in enumerate(values):
+            try:
+                TrialConfig.model_validate({**trial, key: value})
+            except ValidationError as err:
+                message = describe_validation_error(err).split(": ", 1)[-1]
+                raise ConfigError(f"{source}: grid.{key}[{index}]: {message}") from err
+
+
+def validate_sweep(raw: Any, source: str) -> SweepConfig:
+    """Validate a parsed sweep file, raising ``ConfigError`` with a one-line message."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a sweep file must be a mapping of keys to values")
+
+    sweep_keys = set(SweepConfig.model_fields) - {"trial"}
+    values: dict[str, Any] = {"trial": {}}
+    for key, value in raw.items():
+        if key in sweep_keys:
+            values[key] = value
+        elif key in TrialConfig.model_fields:
+            values["trial"][key] = value
+        else:
+            raise ConfigError(f"{source}: {key}: unknown key")
+
+    try:
+        sweep = SweepConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe_validation_error(err)}") from err
+    for key, axis in sweep.grid.items():
+        if not axis:
+            raise ConfigError(f"{source}: grid.{key}: an axis needs at least one value")
+        if len({repr(v) for v in axis}) != len(axis):
+            raise ConfigError(f"{source}: grid.{key}: repeated values {axis}")
+    _check_trial_settings(values, source)
+    if sweep.size == 0:
+        raise ConfigError(f"{source}: the grid is empty")
+    for point in sweep.points():  # combinations, e.g. reduce_range with 2 bits
+        sweep.trial_config(point)
+    return sweep
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``grid.width=[16,32]`` → (["grid", "width"], [16, 32]); the value is YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set epochs=200")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from err
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` edits to a parsed sweep file, returning a new dict."""
+    result = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
+    """Read, override and validate a sweep file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or fails validation.
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{source}: no such sweep file") from err
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
+        raise ConfigError(f"{source}: cannot read it as a sweep file ({err})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}") from err
+    if raw is None:
+        raise ConfigError(f"{source}: the sweep file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a sweep file must be a mapping of keys to values")
+    return validate_sweep(apply_overrides(raw, overrides or []), source)
+
+
+def sweep_to_dict(sweep: SweepConfig) -> dict[str, Any]:
+    """The sweep as it would be written in a file (fixed settings back at the top level)."""
+    data = sweep.model_dump(mode="json")
+    trial = data.pop("trial")
+    return {**data, **trial}
