@@ -7,7 +7,9 @@ costs that pair one cell and leaves the other pairs whole.
 
 - The interval of the mean difference is a percentile bootstrap: 10,000 resamples of the
   differences drawn with ``numpy.random.default_rng(seed)``, a fresh generator per pair so
-  that a pair's interval does not depend on which other modes are in the table.
+  that a pair's interval does not depend on which other modes are in the table. The
+  differences are taken in cell order (extra axes, width, depth, seed), which fixes the
+  draws: the same table and seed give the same interval to the last bit.
 - The p-value is scipy's Wilcoxon signed-rank test with its defaults (zero differences are
   dropped, two-sided). When every difference is zero there is nothing to rank; scipy then
   warns or fails, and the p-value is 1.0 by definition here.
