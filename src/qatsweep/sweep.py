@@ -153,8 +153,19 @@ def _param_space(sweep: SweepConfig) -> dict[str, Any]:
     return space
 
 
-def _check_resources(sweep: SweepConfig) -> None:
-    available = cluster_resources()
+def _local_resources() -> dict[str, float]:
+    """What a local Ray instance will have: every CPU, and the visible GPUs."""
+    available = {"CPU": float(os.cpu_count() or 1), "GPU": 0.0}
+    try:
+        import torch
+
+        available["GPU"] = float(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - no usable CUDA means no GPUs for Ray either
+        pass
+    return available
+
+
+def _check_resources(sweep: SweepConfig, available: dict[str, float]) -> None:
     for key, asked in (("CPU", sweep.resources.cpu), ("GPU", sweep.resources.gpu)):
         have = available.get(key, 0.0)
         if asked > have:
@@ -226,8 +237,11 @@ def run_sweep(
             f"--set name=NEW_NAME, or export what it holds with `qatsweep export`"
         )
 
-    start_ray(cluster_address(address))
-    _check_resources(sweep)
+    address = cluster_address(address)
+    if address is None:
+        _check_resources(sweep, _local_resources())  # before starting anything
+    start_ray(address)
+    _check_resources(sweep, cluster_resources())
     _write_metadata(sweep, experiment)
     log.info(
         "sweep %s: %d trials, %g CPU + %g GPU each, results in %s",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qatsweep.config import TrialConfig, describe_validation_error
 from qatsweep.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as text; sweep files mean the number, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$"
+        r"|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
 
 #: Trial settings that come from ``resources`` rather than from the sweep file.
 DERIVED_SETTINGS = {"threads": "resources.cpu", "device": "resources.gpu"}
@@ -166,7 +186,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set epochs=200")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = _yaml(value) if value.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML") from err
     return key.strip().split("."), parsed
@@ -202,7 +222,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as err:
         raise ConfigError(f"{source}: cannot read it as a sweep file ({err})") from err
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
