@@ -195,6 +195,23 @@ def test_export_of_a_missing_or_foreign_directory(tmp_path):
     assert_one_line_error(run_cli("export", str(tmp_path)), "not a qatsweep experiment")
 
 
+def test_analyze_reports_on_the_real_sweep_output(smoke, tmp_path):
+    report = tmp_path / "report"
+    result = run_cli("analyze", str(smoke["experiment"]), "-o", str(report))
+
+    assert result.returncode == 0, result.stderr
+    assert (report / "report.md").is_file()
+    summary = json.loads((report / "summary.json").read_text())
+    frame = pd.read_parquet(smoke["experiment"] / "trials.parquet")
+    for mode, group in frame.groupby("mode", observed=True):
+        assert summary["modes"][mode]["n"] == len(group)
+        assert summary["modes"][mode]["mean"] == pytest.approx(group["test_acc"].mean())
+    pngs = list(report.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    for png in pngs:
+        assert png.name in (report / "report.md").read_text()
+
+
 def test_trial_config_of_the_sweep_is_what_train_gets():
     sweep = load_sweep(SMOKE)
     config = sweep.trial_config(sweep.points()[1])

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from qatsweep.errors import QatSweepError
 from qatsweep.sweep_config import load_sweep
 
 
@@ -76,4 +77,8 @@ def register(subparsers: Any) -> None:
         help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray locally)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument(
+        "--analyze", action="store_true",
+        help="when the sweep ends, also write the report (see `qatsweep analyze`)",
+    )
     parser.set_defaults(func=_cmd_run)
