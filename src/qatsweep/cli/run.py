@@ -46,7 +46,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         if status == "error"
     ]
-    print(f"analyse with: qatsweep analyze {outcome.experiment} -o {outcome.experiment}/report")
+    report_dir = f"{outcome.experiment}/report"
+    if args.analyze and not outcome.interrupted:
+        from pathlib import Path
+
+        from qatsweep.analysis import REPORT_FILE, analyze
+
+        try:
+            analyze(Path(outcome.experiment) / "trials.parquet", Path(report_dir))
+            print(f"wrote {report_dir}/{REPORT_FILE}")
+        except QatSweepError as err:  # the sweep's tables are safe; say why no report
+            print(f"qatsweep: no report: {err}", file=sys.stderr)
+    else:
+        print(f"analyse with: qatsweep analyze {outcome.experiment} -o {report_dir}")
     if outcome.interrupted:
         print(
             "qatsweep: the sweep was interrupted; the tables hold what finished", file=sys.stderr
@@ -78,7 +90,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.add_argument(
-        "--analyze", action="store_true",
+        "--analyze",
+        action="store_true",
         help="when the sweep ends, also write the report (see `qatsweep analyze`)",
     )
     parser.set_defaults(func=_cmd_run)
