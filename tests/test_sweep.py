@@ -33,7 +33,12 @@ def smoke(tmp_path_factory):
     home = root / "home"
     home.mkdir()
     result = run_cli(
-        "run", str(SMOKE), "--set", f"storage={root / 'results'}", env={"HOME": str(home)}
+        "run",
+        str(SMOKE),
+        "--analyze",
+        "--set",
+        f"storage={root / 'results'}",
+        env={"HOME": str(home)},
     )
     return {"result": result, "experiment": root / "results" / "smoke", "home": home}
 
@@ -43,7 +48,8 @@ def test_run_exits_zero_and_prints_the_summary(smoke):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mean test_acc" in result.stdout
     assert f"wrote {smoke['experiment'] / 'trials.parquet'}" in result.stdout
-    assert "qatsweep analyze" in result.stdout
+    report = smoke["experiment"] / "report" / "report.md"
+    assert f"wrote {report}" in result.stdout and report.is_file()  # --analyze
     assert "Traceback" not in result.stderr
 
 
@@ -149,7 +155,7 @@ def test_tensorboard_events_per_trial_hold_the_scalars_and_hparams(smoke):
 
 
 def test_trial_directories_say_what_they_are(smoke):
-    names = sorted(p.name for p in smoke["experiment"].iterdir() if p.is_dir())
+    names = sorted(p.parent.name for p in smoke["experiment"].glob("*/params.json"))
     assert [n.rsplit("_", 2)[0] for n in names] == ["floor_w8_d2_s0", "nearest_w8_d2_s0"]
     metadata = json.loads((smoke["experiment"] / "qatsweep.json").read_text())
     assert metadata["sweep"]["grid"]["mode"] == ["nearest", "floor"]
