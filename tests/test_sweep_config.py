@@ -132,3 +132,26 @@ def test_bad_overrides(override, fragment):
     with pytest.raises(ConfigError) as info:
         load_sweep(CONFIGS / "smoke.yaml", [override])
     assert fragment in str(info.value)
+
+
+def test_resource_overrides_pick_gpus_and_custom_resources_per_point():
+    sweep = load_sweep(
+        CONFIGS / "quick.yaml",
+        ["resources.overrides=[{when: {width: [32]}, gpu: 0.5, custom: {accel: 1}}]"],
+    )
+    small = {"mode": "floor", "width": 8, "depth": 2, "seed": 0}
+    wide = {**small, "width": 32}
+    assert sweep.resources.for_point(small).ray_request() == {"CPU": 1.0}
+    assert sweep.resources.for_point(wide).ray_request() == {"CPU": 1.0, "accel": 1.0, "GPU": 0.5}
+    assert sweep.trial_config(small).device == "cpu"
+    assert sweep.trial_config(wide).device == "cuda"
+
+
+def test_override_on_an_unknown_axis_is_refused():
+    with pytest.raises(ConfigError, match=r"overrides\[0\]\.when\.bits: not a grid axis"):
+        load_sweep(CONFIGS / "quick.yaml", ["resources.overrides=[{when: {bits: [4]}, gpu: 1}]"])
+
+
+def test_overrides_keep_the_files_axis_order():
+    sweep = load_sweep(CONFIGS / "quick.yaml", ["epochs=10"])
+    assert sweep.axes == ["mode", "width", "depth", "seed"]

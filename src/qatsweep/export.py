@@ -165,9 +165,8 @@ def build_tables(experiment_dir: str | Any) -> tuple[pa.Table, pa.Table]:
 
     trial_rows: list[dict[str, Any]] = []
     curve_rows: list[dict[str, Any]] = []
-    device = "cuda" if sweep.resources.gpu > 0 else "cpu"
     for point in sweep.points():
-        config = sweep.trial_config(point, device=device)
+        config = sweep.trial_config(point)
         name = trial_name(config.model_dump(), sweep.axes)
         trial = by_key.get(_config_key(config))
         row: dict[str, Any] = {

@@ -94,7 +94,13 @@ def run_trial(params: dict[str, Any], report_every: int) -> None:
     from qatsweep.trainer import train
 
     started = time.time()
-    config = TrialConfig.parse(params, source="trial parameters")
+    # Threads and device follow what Ray granted: a trial given no GPU never touches CUDA.
+    granted = ray.get_runtime_context().get_assigned_resources()
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    threads = max(1, int(granted.get("CPU", 1)))
+    config = TrialConfig.parse(
+        {**params, "threads": threads, "device": device}, source="trial parameters"
+    )
     where = {
         "started_at": started,
         "node": ray.get_runtime_context().get_node_id(),
@@ -143,11 +149,7 @@ def run_trial(params: dict[str, Any], report_every: int) -> None:
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
-    space: dict[str, Any] = {
-        **sweep.trial,
-        "threads": sweep.resources.cpu,
-        "device": "cuda" if sweep.resources.gpu > 0 else "cpu",
-    }
+    space: dict[str, Any] = dict(sweep.trial)
     for axis, values in sweep.grid.items():
         space[axis] = tune.grid_search(values)
     return space
@@ -166,13 +168,80 @@ def _local_resources() -> dict[str, float]:
 
 
 def _check_resources(sweep: SweepConfig, available: dict[str, float]) -> None:
-    for key, asked in (("CPU", sweep.resources.cpu), ("GPU", sweep.resources.gpu)):
-        have = available.get(key, 0.0)
-        if asked > have:
-            raise ConfigError(
-                f"resources.{key.lower()}: a trial asks for {asked:g} {key}s but the Ray "
-                f"cluster has {have:g}; lower it or add nodes"
-            )
+    """Refuse a grid point that no node of the cluster could ever hold."""
+    for point in sweep.points():
+        for key, asked in sweep.resources.for_point(point).ray_request().items():
+            have = available.get(key, 0.0)
+            if asked > have:
+                name = {"CPU": "cpu", "GPU": "gpu"}.get(key, f"custom.{key}")
+                raise ConfigError(
+                    f"resources.{name}: trial {point} asks for {asked:g} {key} but the Ray "
+                    f"cluster has {have:g}; lower the request or add nodes"
+                )
+
+
+#: Filesystems that every node of a cluster can mount: storage there is shared.
+NETWORK_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "glusterfs",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "fuse.sshfs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+    "fuse.juicefs",
+    "fuse.cephfs",
+    "fuse.lustre",
+}
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem ``path`` lies on, from ``/proc/mounts`` (``""`` if unknown)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) > len(best):
+            best, kind = mount_point, fields[2]
+    return kind
+
+
+def check_shared_storage(sweep: SweepConfig) -> None:
+    """On a cluster of several machines, refuse storage only this machine can reach.
+
+    Ray refuses a head-local ``storage_path`` once trials run elsewhere, deep into the
+    sweep; qatsweep says so before anything starts. A cluster whose nodes all run on this
+    machine shares its disk, so any local path works there.
+    """
+    if sweep.storage_is_uri:
+        return
+    import ray
+
+    here = ray.util.get_node_ip_address()
+    machines = {node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+    if machines <= {here}:
+        return
+    path = sweep.resolved_storage()
+    kind = filesystem_type(path)
+    if kind not in NETWORK_FILESYSTEMS:
+        raise ConfigError(
+            f"storage {path} is on this machine's own disk ({kind or 'unknown filesystem'}), "
+            f"which the cluster's other {len(machines) - 1} machine(s) cannot write; use "
+            "shared storage: --set storage=/mnt/nfs/qatsweep or --set storage=s3://bucket/prefix"
+        )
 
 
 def _write_metadata(sweep: SweepConfig, experiment: Location) -> None:
@@ -197,9 +266,14 @@ def _tuner(sweep: SweepConfig, callbacks: list[Any]):
     def name_of(trial: Any) -> str:
         return trial_name(trial.config, varying)
 
+    axes = sweep.axes
+
+    def resources_of(config: dict[str, Any]) -> Any:
+        point = {axis: config[axis] for axis in axes}
+        return tune.PlacementGroupFactory([sweep.resources.for_point(point).ray_request()])
+
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, report_every=sweep.report_every),
-        {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu},
+        tune.with_parameters(run_trial, report_every=sweep.report_every), resources_of
     )
     return tune.Tuner(
         trainable,
@@ -242,6 +316,8 @@ def run_sweep(
         _check_resources(sweep, _local_resources())  # before starting anything
     start_ray(address)
     _check_resources(sweep, cluster_resources())
+    if address is not None:
+        check_shared_storage(sweep)
     _write_metadata(sweep, experiment)
     log.info(
         "sweep %s: %d trials, %g CPU + %g GPU each, results in %s",

@@ -8,8 +8,9 @@ A sweep file holds
 - ``grid`` — the axes: any trial setting (``mode``, ``width``, ``depth``, ``seed``,
   ``bits``, ``per_channel``, ``lr``, ``epochs``, …) mapped to a non-empty list;
 - fixed trial settings at the top level (``epochs: 300``), the same names as the axes;
-- ``resources`` — what one trial needs: whole ``cpu`` (also its torch thread count) and an
-  optional, possibly fractional, ``gpu``;
+- ``resources`` — what one trial needs: whole ``cpu`` (also its torch thread count), an
+  optional, possibly fractional, ``gpu``, Ray ``custom`` resources, and ``overrides`` for
+  some grid points (``- {when: {width: [128]}, gpu: 0.5}``);
 - ``max_concurrent`` — trials at once (default: as many as the resources allow);
 - ``report_every`` — epochs between reports (curves, TensorBoard, progress).
 
@@ -19,6 +20,7 @@ A sweep file holds
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -54,20 +56,68 @@ def _yaml(text: str) -> Any:
 DERIVED_SETTINGS = {"threads": "resources.cpu", "device": "resources.gpu"}
 
 
+def _check_gpu(gpu: float | None) -> float | None:
+    if gpu is not None and gpu > 1 and not float(gpu).is_integer():
+        raise ValueError("a gpu request above 1 must be a whole number (Ray's rule)")
+    return gpu
+
+
+class ResourceOverride(BaseModel):
+    """Other resources for the grid points whose axis values match ``when``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: dict[str, list[Any]] = Field(min_length=1)
+    cpu: int | None = Field(None, ge=1)
+    gpu: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    custom: dict[str, float] | None = None
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_above_one(cls, gpu: float | None) -> float | None:
+        return _check_gpu(gpu)
+
+    def matches(self, point: dict[str, Any]) -> bool:
+        return all(point.get(axis) in values for axis, values in self.when.items())
+
+
 class Resources(BaseModel):
-    """What one trial reserves on a Ray node."""
+    """What one trial reserves on a Ray node.
+
+    ``cpu`` is whole CPUs and also the trial's torch thread count; ``gpu`` may be a
+    fraction; ``custom`` names Ray custom resources (``{accel_node: 1}``) that pin trials
+    to the nodes that offer them. ``overrides`` change these for some grid points, e.g.
+    GPUs for the widest models only; the first matching override wins.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cpu: int = Field(1, ge=1)
     gpu: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    custom: dict[str, float] = Field(default_factory=dict)
+    overrides: list[ResourceOverride] = Field(default_factory=list)
 
     @field_validator("gpu")
     @classmethod
     def _whole_above_one(cls, gpu: float) -> float:
-        if gpu > 1 and not float(gpu).is_integer():
-            raise ValueError("a gpu request above 1 must be a whole number (Ray's rule)")
-        return gpu
+        return _check_gpu(gpu) or 0.0
+
+    def for_point(self, point: dict[str, Any]) -> Resources:
+        """The resources of one grid point, overrides applied."""
+        for override in self.overrides:
+            if override.matches(point):
+                changes = {
+                    k: v for k, v in override.model_dump(exclude={"when"}).items() if v is not None
+                }
+                return self.model_copy(update={**changes, "overrides": []})
+        return self.model_copy(update={"overrides": []})
+
+    def ray_request(self) -> dict[str, float]:
+        """The bundle Ray schedules: CPUs always, beside any fraction of a GPU."""
+        request = {"CPU": float(self.cpu), **self.custom}
+        if self.gpu > 0:
+            request["GPU"] = self.gpu
+        return request
 
 
 class SweepConfig(BaseModel):
@@ -100,9 +150,15 @@ class SweepConfig(BaseModel):
             for values in itertools.product(*self.grid.values())
         ]
 
-    def trial_config(self, point: dict[str, Any], *, device: str = "cpu") -> TrialConfig:
-        """The full trial config of one grid point."""
-        values = {**self.trial, **point, "threads": self.resources.cpu, "device": device}
+    def trial_config(self, point: dict[str, Any]) -> TrialConfig:
+        """The full trial config of one grid point; threads and device follow its resources."""
+        resources = self.resources.for_point(point)
+        values = {
+            **self.trial,
+            **point,
+            "threads": resources.cpu,
+            "device": "cuda" if resources.gpu > 0 else "cpu",
+        }
         return TrialConfig.parse(values, source=f"grid point {point}")
 
     @property
@@ -175,6 +231,12 @@ def validate_sweep(raw: Any, source: str) -> SweepConfig:
     _check_trial_settings(values, source)
     if sweep.size == 0:
         raise ConfigError(f"{source}: the grid is empty")
+    for index, override in enumerate(sweep.resources.overrides):
+        for axis in override.when:
+            if axis not in sweep.grid:
+                raise ConfigError(
+                    f"{source}: resources.overrides[{index}].when.{axis}: not a grid axis"
+                )
     for point in sweep.points():  # combinations, e.g. reduce_range with 2 bits
         sweep.trial_config(point)
     return sweep
@@ -194,7 +256,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` edits to a parsed sweep file, returning a new dict."""
-    result = yaml.safe_load(yaml.safe_dump(raw))  # a deep copy of plain data
+    result = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
         node = result
