@@ -1,12 +1,15 @@
 """A progress line a person can read while a sweep runs (rich), instead of Tune's log wall.
 
 It shows trials done of the total, how many run, wait and failed, and an estimate of the
-time left from the pace of finished trials.
+time left from the pace of finished trials. The counts are read from Tune's trial list at
+every step rather than kept by hand, so they are right after a resume too, and the live
+display is created lazily: Tune pickles its callbacks with the experiment.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ray.tune import Callback
@@ -22,76 +25,94 @@ from rich.progress import (
 
 log = logging.getLogger(__name__)
 
+_REFRESH_S = 0.5
+
 
 class SweepProgress(Callback):
     """Counts trials by state and drives a rich progress bar on stderr."""
 
-    def __init__(self, total: int, already_done: int = 0) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
-        self.running: set[str] = set()
-        self.finished = already_done
-        self.diverged = 0
-        self.errored = 0
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]trials"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[states]}"),
-            TimeElapsedColumn(),
-            TextColumn("elapsed, about"),
-            TimeRemainingColumn(),
-            TextColumn("left"),
-            console=self.console,
-            transient=False,
-        )
-        self.task = self.progress.add_task(
-            "trials", total=total, completed=already_done, states=self._states()
-        )
-        self.progress.start()
+        self._display: tuple[Progress, Any] | None = None
+        self._last_refresh = 0.0
+        self._offset = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks with the experiment; a live display does not pickle.
         state = self.__dict__.copy()
-        for key in ("console", "progress", "task"):
-            state.pop(key, None)
+        state["_display"] = None
         return state
 
-    @property
-    def done(self) -> int:
-        return self.finished + self.diverged + self.errored
+    def _ensure_display(self, done: int) -> tuple[Progress, Any]:
+        if self._display is None:
+            progress = Progress(
+                TextColumn("[bold]trials"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[states]}"),
+                TimeElapsedColumn(),
+                TextColumn("elapsed, about"),
+                TimeRemainingColumn(),
+                TextColumn("left"),
+                console=Console(stderr=True),
+            )
+            # Trials done before a resume do not count towards the pace.
+            task = progress.add_task("trials", total=self.total - done, states="")
+            progress.start()
+            self._display = (progress, task)
+            self._offset = done
+        return self._display
 
-    def _states(self) -> str:
-        pending = max(self.total - self.done - len(self.running), 0)
-        return (
-            f"running {len(self.running)}, pending {pending}, "
-            f"diverged {self.diverged}, errors {self.errored}"
+    @staticmethod
+    def count(trials: list[Any]) -> dict[str, int]:
+        """Trials per state: finished, diverged, error, running, pending."""
+        counts = dict.fromkeys(("finished", "diverged", "error", "running", "pending"), 0)
+        for trial in trials:
+            if trial.status == "TERMINATED":
+                diverged = (trial.last_result or {}).get("status") == "diverged"
+                counts["diverged" if diverged else "finished"] += 1
+            elif trial.status == "ERROR":
+                counts["error"] += 1
+            elif trial.status == "RUNNING":
+                counts["running"] += 1
+            else:
+                counts["pending"] += 1
+        return counts
+
+    def _refresh(self, trials: list[Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_refresh < _REFRESH_S:
+            return
+        self._last_refresh = now
+        counts = self.count(trials)
+        counts["pending"] += max(self.total - len(trials), 0)  # not generated yet
+        done = counts["finished"] + counts["diverged"] + counts["error"]
+        progress, task = self._ensure_display(done)
+        states = (
+            f"running {counts['running']}, pending {counts['pending']}, "
+            f"diverged {counts['diverged']}, errors {counts['error']}"
         )
+        progress.update(task, completed=done - self._offset, states=states)
 
-    def _refresh(self) -> None:
-        self.progress.update(self.task, completed=self.done, states=self._states())
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.add(trial.trial_id)
-        self._refresh()
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._refresh(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.discard(trial.trial_id)
         result = trial.last_result or {}
         if result.get("status") == "diverged":
-            self.diverged += 1
             log.warning("trial %s diverged at epoch %s", trial, result.get("epoch"))
         else:
-            self.finished += 1
-            log.info("trial %s finished: test_acc %.4f", trial, result.get("test_acc", 0.0))
-        self._refresh()
+            log.info("trial %s finished: test_acc %s", trial, result.get("test_acc"))
+        self._refresh(trials, force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.discard(trial.trial_id)
-        self.errored += 1
         log.warning("trial %s failed; its error is in %s", trial, trial.local_path)
-        self._refresh()
+        self._refresh(trials, force=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._refresh(trials, force=True)
+        self.close()
 
     def close(self) -> None:
-        self._refresh()
-        self.progress.stop()
+        if self._display is not None:
+            self._display[0].stop()
+            self._display = None

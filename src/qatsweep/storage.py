@@ -64,7 +64,18 @@ class Location:
         return self.read_bytes(*parts).decode("utf-8", errors="replace")
 
     def write_bytes(self, data: bytes, *parts: str) -> str:
-        """Write ``data`` atomically and return the user-facing path."""
+        """Write ``data`` atomically and return the user-facing path.
+
+        Raises:
+            ResultsError: the file cannot be written there.
+        """
+        try:
+            return self._write_bytes(data, *parts)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise ResultsError(f"cannot write {self.display(*parts)}: {reason}") from err
+
+    def _write_bytes(self, data: bytes, *parts: str) -> str:
         target = self.join(*parts)
         if not self.is_local:
             with self.fs.open_output_stream(target) as stream:

@@ -18,10 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +27,12 @@ from typing import Any
 import pyarrow as pa
 
 from qatsweep import __version__
-from qatsweep.config import TrialConfig
-from qatsweep.errors import ConfigError
-from qatsweep.export import METADATA_FILE, export_experiment, trial_name
+from qatsweep.errors import ConfigError, ResultsError
+from qatsweep.export import METADATA_FILE, export_experiment, read_metadata, trial_name
 from qatsweep.ray_session import cluster_address, cluster_resources, start_ray
 from qatsweep.storage import Location
 from qatsweep.sweep_config import SweepConfig, sweep_to_dict
+from qatsweep.trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -68,82 +65,6 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def _versions() -> dict[str, str]:
-    import ray
-    import torch
-
-    return {
-        "qatsweep_version": __version__,
-        "torch_version": torch.__version__,
-        "ray_version": ray.__version__,
-        "python_version": platform.python_version(),
-    }
-
-
-def run_trial(params: dict[str, Any], report_every: int) -> None:
-    """The Tune trainable: one trial of the QAT trainer, reporting through ``tune.report``.
-
-    Every report carries ``epoch`` and the metrics; the last one also carries the trial's
-    final ``status`` (finished or diverged), its wall ``seconds`` and where it ran.
-    """
-    import ray
-    from ray import tune
-
-    from qatsweep.trainer import train
-
-    started = time.time()
-    # Threads and device follow what Ray granted: a trial given no GPU never touches CUDA.
-    granted = ray.get_runtime_context().get_assigned_resources()
-    device = "cuda" if ray.get_gpu_ids() else "cpu"
-    threads = max(1, int(granted.get("CPU", 1)))
-    config = TrialConfig.parse(
-        {**params, "threads": threads, "device": device}, source="trial parameters"
-    )
-    where = {
-        "started_at": started,
-        "node": ray.get_runtime_context().get_node_id(),
-        "hostname": socket.gethostname(),
-    }
-    pending: dict[str, Any] | None = None
-
-    def on_report(epoch: int, loss: float, train_acc: float, test_acc: float) -> None:
-        nonlocal pending
-        if pending is not None:
-            tune.report(pending)
-        pending = {
-            "epoch": epoch,
-            "loss": loss,
-            "train_acc": train_acc,
-            "test_acc": test_acc,
-            "status": "running",
-            **where,
-        }
-
-    from qatsweep.trainer import resolve_device
-
-    where["trained_on"] = str(resolve_device(config.device))
-
-    result = train(config, on_report=on_report, report_every=report_every)
-
-    final = {
-        "epoch": result.epochs_run,
-        "loss": result.loss,
-        "train_acc": result.train_acc,
-        "test_acc": result.test_acc,
-        "status": result.status,
-        "seconds": time.time() - started,
-        "trained_on": result.trained_on,
-        **where,
-        **_versions(),
-    }
-    # The last report of a finished trial is its final state: report it once, not twice.
-    if pending is not None and not (
-        result.status == "finished" and pending["epoch"] == result.epochs_run
-    ):
-        tune.report(pending)
-    tune.report(final)
 
 
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:
@@ -244,6 +165,21 @@ def check_shared_storage(sweep: SweepConfig) -> None:
         )
 
 
+def check_storage_writable(sweep: SweepConfig) -> None:
+    """Refuse a local storage path that cannot hold a directory, before anything starts."""
+    if sweep.storage_is_uri:
+        return
+    path = Path(sweep.resolved_storage())
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"storage {path}: cannot create directories under {existing} "
+            "(not a writable directory); choose another with --set storage=PATH"
+        )
+
+
 def _write_metadata(sweep: SweepConfig, experiment: Location) -> None:
     metadata = {
         "qatsweep_version": __version__,
@@ -254,17 +190,18 @@ def _write_metadata(sweep: SweepConfig, experiment: Location) -> None:
     experiment.write_bytes(json.dumps(metadata, indent=2).encode(), METADATA_FILE)
 
 
-def _tuner(sweep: SweepConfig, callbacks: list[Any]):
-    from ray import tune
-
+def _quiet_tune() -> None:
     # Tune's newer console output prints banners even at verbose=0; the older one keeps
     # quiet, leaving the terminal to qatsweep's progress line.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Save the experiment's state every few seconds (Tune's default is at least 10 s), so
+    # that a resume after the driver is killed knows nearly every trial that finished.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 
-    varying = sweep.axes
 
-    def name_of(trial: Any) -> str:
-        return trial_name(trial.config, varying)
+def _trainable(sweep: SweepConfig) -> Any:
+    """The trial function with its settings and per-point resources."""
+    from ray import tune
 
     axes = sweep.axes
 
@@ -272,11 +209,26 @@ def _tuner(sweep: SweepConfig, callbacks: list[Any]):
         point = {axis: config[axis] for axis in axes}
         return tune.PlacementGroupFactory([sweep.resources.for_point(point).ray_request()])
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, report_every=sweep.report_every), resources_of
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            report_every=sweep.report_every,
+            checkpoint_every=sweep.checkpoint_every,
+        ),
+        resources_of,
     )
+
+
+def _tuner(sweep: SweepConfig, callbacks: list[Any]) -> Any:
+    from ray import tune
+
+    varying = sweep.axes
+
+    def name_of(trial: Any) -> str:
+        return trial_name(trial.config, varying)
+
     return tune.Tuner(
-        trainable,
+        _trainable(sweep),
         param_space=_param_space(sweep),
         tune_config=tune.TuneConfig(
             reuse_actors=True,
@@ -289,8 +241,46 @@ def _tuner(sweep: SweepConfig, callbacks: list[Any]):
             storage_path=sweep.resolved_storage(),
             callbacks=callbacks,
             verbose=0,
+            # Never fail_fast: it stops the grid generator, and points not started yet
+            # would be lost for good, even to a resume.
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
+
+
+def _fit(tuner: Any, experiment: Location) -> SweepOutcome:
+    """Run the tuner; whatever happens, write the tables of what there is."""
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: writing the tables of what has finished")
+    finally:
+        trials, curves, paths = export_experiment(experiment.uri)
+    return SweepOutcome(experiment.display(), trials, curves, paths, interrupted)
+
+
+def _join(sweep: SweepConfig, address: str | None) -> None:
+    """Start or join Ray, refusing what cannot work before anything is written."""
+    address = cluster_address(address)
+    if address is None:
+        _check_resources(sweep, _local_resources())  # before starting anything
+    start_ray(address)
+    _check_resources(sweep, cluster_resources())
+    if address is not None:
+        check_shared_storage(sweep)
+
+
+def _callbacks(sweep: SweepConfig, show_progress: bool) -> list[Any]:
+    from qatsweep.progress import SweepProgress
+    from qatsweep.tensorboard import SweepTensorBoard
+
+    callbacks: list[Any] = [SweepTensorBoard()]
+    if show_progress:
+        callbacks.append(SweepProgress(sweep.size))
+    return callbacks
 
 
 def run_sweep(
@@ -301,23 +291,16 @@ def run_sweep(
     Raises:
         ConfigError: the experiment exists already, or the cluster is too small.
     """
-    from qatsweep.progress import SweepProgress
-    from qatsweep.tensorboard import SweepTensorBoard
-
     experiment = Location(sweep.experiment_path())
     if experiment.exists():
         raise ConfigError(
-            f"experiment {experiment.display()} exists already; pick another name with "
-            f"--set name=NEW_NAME, or export what it holds with `qatsweep export`"
+            f"experiment {experiment.display()} exists already; finish it with "
+            f"`qatsweep resume {experiment.display()}`, or pick another name with "
+            "--set name=NEW_NAME"
         )
 
-    address = cluster_address(address)
-    if address is None:
-        _check_resources(sweep, _local_resources())  # before starting anything
-    start_ray(address)
-    _check_resources(sweep, cluster_resources())
-    if address is not None:
-        check_shared_storage(sweep)
+    check_storage_writable(sweep)
+    _join(sweep, address)
     _write_metadata(sweep, experiment)
     log.info(
         "sweep %s: %d trials, %g CPU + %g GPU each, results in %s",
@@ -327,21 +310,37 @@ def run_sweep(
         sweep.resources.gpu,
         experiment.display(),
     )
+    _quiet_tune()
+    return _fit(_tuner(sweep, _callbacks(sweep, show_progress)), experiment)
 
-    progress = SweepProgress(sweep.size) if show_progress else None
-    callbacks: list[Any] = [SweepTensorBoard()]
-    if progress is not None:
-        callbacks.append(progress)
 
-    interrupted = False
-    try:
-        _tuner(sweep, callbacks).fit()
-    except KeyboardInterrupt:
-        interrupted = True
-        log.warning("interrupted: writing the tables of what has finished")
-    finally:
-        if progress is not None:
-            progress.close()
+def resume_sweep(experiment_dir: str, address: str | None = None) -> SweepOutcome:
+    """Finish the unfinished trials of an experiment whose driver stopped.
 
-    trials, curves, paths = export_experiment(experiment.uri)
-    return SweepOutcome(experiment.display(), trials, curves, paths, interrupted)
+    Finished, diverged and errored trials stay as they are; interrupted ones continue from
+    their last checkpoint; grid points never started run now.
+
+    Raises:
+        ResultsError: the directory is missing, foreign, or holds no Tune state.
+    """
+    from ray import tune
+
+    experiment = Location(experiment_dir)
+    sweep, _ = read_metadata(experiment)
+    if not experiment.exists("tuner.pkl"):
+        raise ResultsError(
+            f"{experiment.display()}: no Tune state (tuner.pkl) to resume from; the sweep "
+            "stopped before it started. Run it again with `qatsweep run`"
+        )
+
+    _join(sweep, address)
+    log.info("resuming sweep %s in %s", sweep.name, experiment.display())
+    _quiet_tune()
+    tuner = tune.Tuner.restore(
+        experiment.uri,
+        trainable=_trainable(sweep),
+        resume_unfinished=True,
+        resume_errored=False,
+        param_space=_param_space(sweep),
+    )
+    return _fit(tuner, experiment)

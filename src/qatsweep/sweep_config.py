@@ -12,7 +12,9 @@ A sweep file holds
   optional, possibly fractional, ``gpu``, Ray ``custom`` resources, and ``overrides`` for
   some grid points (``- {when: {width: [128]}, gpu: 0.5}``);
 - ``max_concurrent`` — trials at once (default: as many as the resources allow);
-- ``report_every`` — epochs between reports (curves, TensorBoard, progress).
+- ``report_every`` — epochs between reports (curves, TensorBoard, progress);
+- ``checkpoint_every`` — epochs between a trial's checkpoints (taken at the next report);
+- ``max_failures`` — retries of a trial that raised, each from its last checkpoint.
 
 ``--set key=value`` edits the file's values before validation; the value is read as YAML
 (``--set grid.width=[16,32] --set epochs=200``).
@@ -132,6 +134,8 @@ class SweepConfig(BaseModel):
     resources: Resources = Resources()
     max_concurrent: int | None = Field(None, ge=1)
     report_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    max_failures: int = Field(2, ge=0)
 
     @property
     def axes(self) -> list[str]:

@@ -18,6 +18,10 @@ METRICS = ("test_acc", "train_acc", "loss")
 class SweepTensorBoard(TBXLoggerCallback):
     """Writes ``events.out.tfevents.*`` into each trial's directory."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_epoch: dict[str, int] = {}
+
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         if trial not in self._trial_writer:
             self.log_trial_start(trial)
@@ -26,6 +30,9 @@ class SweepTensorBoard(TBXLoggerCallback):
         values = {k: result.get(k) for k in METRICS}
         if epoch is None or any(v is None or not math.isfinite(v) for v in values.values()):
             return  # a diverged trial's final report carries no metrics
+        if epoch <= self._last_epoch.get(trial.trial_id, -1):
+            return  # the final report repeats the last epoch; a retry repeats a few
+        self._last_epoch[trial.trial_id] = epoch
         for key, value in values.items():
             writer.add_scalar(key, value, global_step=epoch)
         writer.flush()

@@ -33,7 +33,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         outcome = run_sweep(sweep, address=args.address, show_progress=not args.no_progress)
     finally:
         stop_ray()
+    return finish(outcome, args.analyze)
 
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from qatsweep.ray_session import stop_ray
+    from qatsweep.sweep import resume_sweep
+
+    try:
+        outcome = resume_sweep(str(args.experiment), address=args.address)
+    finally:
+        stop_ray()
+    return finish(outcome, args.analyze)
+
+
+def finish(outcome: Any, analyze_after: bool) -> int:
+    """Print the summary of a sweep; the exit code says whether every trial ended well."""
     print(mode_table(outcome.trials))
     for path in outcome.paths:
         print(f"wrote {path}")
@@ -47,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if status == "error"
     ]
     report_dir = f"{outcome.experiment}/report"
-    if args.analyze and not outcome.interrupted:
+    if analyze_after and not outcome.interrupted:
         from pathlib import Path
 
         from qatsweep.analysis import REPORT_FILE, analyze
@@ -70,6 +85,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray locally)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="when the sweep ends, also write the report (see `qatsweep analyze`)",
+    )
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "run", help="run a sweep file's grid with Ray Tune", description=__doc__
@@ -83,15 +112,19 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override a sweep-file value, e.g. --set epochs=200 --set grid.width=[16,32]",
     )
-    parser.add_argument(
-        "--address",
-        default=None,
-        help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray locally)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    parser.add_argument(
-        "--analyze",
-        action="store_true",
-        help="when the sweep ends, also write the report (see `qatsweep analyze`)",
-    )
+    _add_common(parser)
     parser.set_defaults(func=_cmd_run)
+
+    resume = subparsers.add_parser(
+        "resume",
+        help="finish an experiment whose driver stopped (killed, lost head, closed laptop)",
+        description="Continue the unfinished trials of EXPERIMENT_DIR from their "
+        "checkpoints; finished trials are kept, never re-run.",
+    )
+    resume.add_argument(
+        "experiment",
+        metavar="EXPERIMENT_DIR",
+        help="a directory `qatsweep run` created, e.g. results/quick",
+    )
+    _add_common(resume)
+    resume.set_defaults(func=_cmd_resume)
