@@ -155,3 +155,9 @@ def test_override_on_an_unknown_axis_is_refused():
 def test_overrides_keep_the_files_axis_order():
     sweep = load_sweep(CONFIGS / "quick.yaml", ["epochs=10"])
     assert sweep.axes == ["mode", "width", "depth", "seed"]
+
+
+def test_set_moves_a_setting_between_fixed_and_axis():
+    sweep = load_sweep(CONFIGS / "smoke.yaml", ["grid.lr=[0.1, 0.01]", "mode=ceil"])
+    assert sweep.grid["lr"] == [0.1, 0.01] and "lr" not in sweep.trial
+    assert sweep.trial["mode"] == "ceil" and "mode" not in sweep.grid

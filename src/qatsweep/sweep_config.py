@@ -17,7 +17,8 @@ A sweep file holds
 - ``max_failures`` — retries of a trial that raised, each from its last checkpoint.
 
 ``--set key=value`` edits the file's values before validation; the value is read as YAML
-(``--set grid.width=[16,32] --set epochs=200``).
+(``--set grid.width=[16,32] --set epochs=200``). Setting ``grid.lr`` turns a fixed ``lr``
+into an axis, and setting ``epochs`` fixes what was an axis.
 """
 
 from __future__ import annotations
@@ -270,6 +271,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"--set {text!r}: {part} is not a mapping")
             node = child
         node[path[-1]] = value
+        # A setting is either an axis or fixed: --set moves it to where it was set.
+        if path[0] == "grid" and len(path) == 2:
+            result.pop(path[1], None)
+        elif len(path) == 1 and isinstance(result.get("grid"), dict):
+            result["grid"].pop(path[0], None)
     return result
 
 
