@@ -197,6 +197,9 @@ def _quiet_tune() -> None:
     # Save the experiment's state every few seconds (Tune's default is at least 10 s), so
     # that a resume after the driver is killed knows nearly every trial that finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Each checkpoint snapshots the experiment state on purpose (num_to_keep=1): that is
+    # what lets a resume skip finished trials, so Tune's warning about it is no news.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def _trainable(sweep: SweepConfig) -> Any:
