@@ -132,7 +132,7 @@ class SweepConfig(BaseModel):
     storage: str = "results"
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     trial: dict[str, Any] = Field(default_factory=dict)
-    resources: Resources = Resources()
+    resources: Resources = Field(default_factory=lambda: Resources())
     max_concurrent: int | None = Field(None, ge=1)
     report_every: int = Field(100, ge=1)
     checkpoint_every: int = Field(500, ge=1)
@@ -237,10 +237,10 @@ def validate_sweep(raw: Any, source: str) -> SweepConfig:
     if sweep.size == 0:
         raise ConfigError(f"{source}: the grid is empty")
     for index, override in enumerate(sweep.resources.overrides):
-        for axis in override.when:
-            if axis not in sweep.grid:
+        for name in override.when:
+            if name not in sweep.grid:
                 raise ConfigError(
-                    f"{source}: resources.overrides[{index}].when.{axis}: not a grid axis"
+                    f"{source}: resources.overrides[{index}].when.{name}: not a grid axis"
                 )
     for point in sweep.points():  # combinations, e.g. reduce_range with 2 bits
         sweep.trial_config(point)

@@ -106,7 +106,7 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         {**params, "threads": threads, "device": device}, source="trial parameters"
     )
     attempt_started = time.time()
-    where = {
+    where: dict[str, Any] = {
         "node": context.get_node_id(),
         "hostname": socket.gethostname(),
         "trained_on": str(resolve_device(config.device)),
