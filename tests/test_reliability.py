@@ -185,3 +185,34 @@ def test_run_on_an_existing_experiment_points_at_resume(tmp_path):
     result = run_cli("run", *_sweep_args(tmp_path), env={"HOME": str(tmp_path)})
     assert result.returncode == 2
     assert "qatsweep resume" in result.stderr
+
+
+def test_ctrl_c_writes_the_tables_of_what_finished_and_points_at_resume(tmp_path):
+    overrides = ("grid.seed=[0,1,2]", "epochs=600", "report_every=50")
+    experiment = tmp_path / "smoke"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "qatsweep", "run", *_sweep_args(tmp_path, *overrides)],
+        cwd=REPO,
+        env={**os.environ, "HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not _terminated_trials(experiment):
+            assert driver.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+
+    assert driver.returncode == 130, stderr[-3000:]
+    assert f"qatsweep resume {experiment}" in stderr
+    frame = pd.read_parquet(experiment / "trials.parquet")
+    assert len(frame) == 6
+    statuses = set(frame["status"])
+    assert "finished" in statuses and statuses & {"running", "pending"}

@@ -262,7 +262,11 @@ def _fit(tuner: Any, experiment: Location) -> SweepOutcome:
         log.warning("interrupted: writing the tables of what has finished")
     finally:
         trials, curves, paths = export_experiment(experiment.uri)
-    return SweepOutcome(experiment.display(), trials, curves, paths, interrupted)
+    # Tune's own Ctrl-C handler ends fit() normally, leaving trials unfinished.
+    unfinished = {"running", "pending"} & set(trials.column("status").to_pylist())
+    return SweepOutcome(
+        experiment.display(), trials, curves, paths, interrupted or bool(unfinished)
+    )
 
 
 def _join(sweep: SweepConfig, address: str | None) -> None:

@@ -76,7 +76,9 @@ def finish(outcome: Any, analyze_after: bool) -> int:
         print(f"analyse with: qatsweep analyze {outcome.experiment} -o {report_dir}")
     if outcome.interrupted:
         print(
-            "qatsweep: the sweep was interrupted; the tables hold what finished", file=sys.stderr
+            "qatsweep: the sweep was interrupted; the tables hold what finished; finish it "
+            f"with: qatsweep resume {outcome.experiment}",
+            file=sys.stderr,
         )
         return 130
     if errored:
