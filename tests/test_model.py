@@ -75,3 +75,25 @@ def test_stochastic_streams_are_distinct_and_seeded():
 def test_invalid_shape_is_rejected():
     with pytest.raises(ValueError, match="at least 1"):
         MLP(0, 2)
+
+
+def test_torch_ao_deprecation_notice_is_kept_from_the_user():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_model(TrialConfig(mode="floor", depth=2, per_channel=True))
+    assert not [w for w in caught if "deprecated" in str(w.message)], caught
+
+
+def test_other_warnings_still_reach_the_user():
+    import warnings
+
+    from qatsweep.quant import quiet_deprecation
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_deprecation():
+            warnings.warn("torch.ao.quantization is deprecated", DeprecationWarning, stacklevel=1)
+            warnings.warn("something real", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something real"]
