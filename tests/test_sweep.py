@@ -163,8 +163,9 @@ def test_trial_directories_say_what_they_are(smoke):
 
 def test_ray_token_is_private(smoke):
     token = smoke["home"] / ".ray" / "auth_token"
-    if token.exists():
-        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.is_file() and len(token.read_text()) == 64
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token.parent.stat().st_mode) & 0o077 == 0
 
 
 def test_run_refuses_an_existing_experiment(smoke):
