@@ -51,6 +51,8 @@ def test_run_exits_zero_and_prints_the_summary(smoke):
     report = smoke["experiment"] / "report" / "report.md"
     assert f"wrote {report}" in result.stdout and report.is_file()  # --analyze
     assert "Traceback" not in result.stderr
+    # Not a terminal: plain progress lines, the last one complete.
+    assert "trials 2/2 done (running 0, pending 0, diverged 0, errors 0)" in result.stderr
 
 
 def test_one_finished_row_per_grid_point_with_typed_columns(smoke):

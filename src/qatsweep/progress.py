@@ -1,14 +1,16 @@
 """A progress line a person can read while a sweep runs (rich), instead of Tune's log wall.
 
 It shows trials done of the total, how many run, wait and failed, and an estimate of the
-time left from the pace of finished trials. The counts are read from Tune's trial list at
-every step rather than kept by hand, so they are right after a resume too, and the live
-display is created lazily: Tune pickles its callbacks with the experiment.
+time left from the pace of finished trials. Where stderr is no terminal (a log file, CI)
+it prints one plain line per tenth of the grid instead. The counts are read from Tune's
+trial list at every step rather than kept by hand, so they are right after a resume too,
+and the live display is created lazily: Tune pickles its callbacks with the experiment.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 _REFRESH_S = 0.5
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class SweepProgress(Callback):
     """Counts trials by state and drives a rich progress bar on stderr."""
 
@@ -36,6 +43,9 @@ class SweepProgress(Callback):
         self._display: tuple[Progress, Any] | None = None
         self._last_refresh = 0.0
         self._offset = 0
+        self._is_terminal: bool | None = None
+        self._started: float | None = None
+        self._printed = -1
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -86,12 +96,39 @@ class SweepProgress(Callback):
         counts = self.count(trials)
         counts["pending"] += max(self.total - len(trials), 0)  # not generated yet
         done = counts["finished"] + counts["diverged"] + counts["error"]
-        progress, task = self._ensure_display(done)
         states = (
             f"running {counts['running']}, pending {counts['pending']}, "
             f"diverged {counts['diverged']}, errors {counts['error']}"
         )
+        if self._plain():
+            self._print_plain(done, states, force)
+            return
+        progress, task = self._ensure_display(done)
         progress.update(task, completed=done - self._offset, states=states)
+
+    def _plain(self) -> bool:
+        """Not a terminal (a log file, CI): print a line per tenth of the grid instead."""
+        if self._is_terminal is None:
+            self._is_terminal = Console(stderr=True).is_terminal
+        return not self._is_terminal
+
+    def _print_plain(self, done: int, states: str, force: bool) -> None:
+        if self._started is None:
+            self._started, self._offset = time.monotonic(), done
+        step = max(1, self.total // 10)
+        if done // step == self._printed // step and not (force and done == self.total):
+            return
+        if done == self._printed:
+            return
+        self._printed = done
+        elapsed = time.monotonic() - self._started
+        rate = (done - self._offset) / elapsed if elapsed > 0 else 0.0
+        left = f", about {_clock((self.total - done) / rate)} left" if rate > 0 else ""
+        print(
+            f"trials {done}/{self.total} done ({states}), {_clock(elapsed)} elapsed{left}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._refresh(trials)
