@@ -29,14 +29,6 @@ SMOKE = REPO / "tune_configs" / "smoke.yaml"
 CSV = b"mode,width,depth,seed,status,test_acc\nnearest,4,2,0,finished,0.5\n"
 NOT_PARQUET = "trials.parquet is not a readable Parquet file"
 CORRUPT = ("qatsweep.json", "unreadable experiment metadata")
-LOG_LINE_BUG = (
-    "two lines on stderr: the INFO log 'read 4 trials from ...' comes before the error, "
-    "because the qatsweep logger is at INFO without -v"
-)
-HALF_EXPORT_BUG = (
-    "export writes trials.parquet, then fails on curves.parquet: the failed command leaves "
-    "a new trials.parquet behind"
-)
 ROWS = fx.grid({("nearest", 4, 2): [0.75, 0.8125], ("floor", 4, 2): [0.6875, 0.75]})
 
 
@@ -293,7 +285,6 @@ CASES = [
         _analyze_output_below_file,
         "cannot create the report directory",
         "afile",
-        bug=LOG_LINE_BUG,
     ),
     case(
         "export-trials-is-directory",
@@ -306,7 +297,6 @@ CASES = [
         _export_is_directory("curves.parquet"),
         "cannot write",
         "curves.parquet",
-        bug=HALF_EXPORT_BUG,
     ),
 ]
 

@@ -245,10 +245,9 @@ def table_bytes(table: pa.Table) -> bytes:
 def write_tables(experiment_dir: str | Any, trials: pa.Table, curves: pa.Table) -> list[str]:
     """Write both tables into the experiment directory, atomically; return their paths."""
     experiment = Location(experiment_dir)
-    paths = [
-        experiment.write_bytes(table_bytes(trials), TRIALS_FILE),
-        experiment.write_bytes(table_bytes(curves), CURVES_FILE),
-    ]
+    paths = experiment.write_files(
+        {TRIALS_FILE: table_bytes(trials), CURVES_FILE: table_bytes(curves)}
+    )
     for path in paths:
         log.debug("wrote %s", path)
     return paths

@@ -63,6 +63,48 @@ class Location:
     def read_text(self, *parts: str) -> str:
         return self.read_bytes(*parts).decode("utf-8", errors="replace")
 
+    def write_files(self, files: dict[str, bytes]) -> list[str]:
+        """Write several files so that either all are replaced or none is.
+
+        Every file goes to a temporary name first; only when all are written are they
+        renamed into place. (On an object store each upload is all-or-nothing by itself.)
+
+        Raises:
+            ResultsError: a file cannot be written there; no target file was replaced.
+        """
+        if not self.is_local:
+            return [self.write_bytes(data, name) for name, data in files.items()]
+        staged: list[tuple[str, str]] = []
+        try:
+            for name, data in files.items():
+                target = self.join(name)
+                if os.path.isdir(target):
+                    raise IsADirectoryError(21, "Is a directory", target)
+                staged.append((self._stage(data, target), target))
+            for temporary, target in staged:
+                os.replace(temporary, target)
+        except OSError as err:
+            raise ResultsError(
+                f"cannot write {err.filename or self.display()}: {err.strerror or err}"
+            ) from err
+        finally:
+            for temporary, _ in staged:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
+        return [self.display(name) for name in files]
+
+    @staticmethod
+    def _stage(data: bytes, target: str) -> str:
+        """Write ``data`` next to ``target`` under a temporary name; return that name."""
+        directory = os.path.dirname(target)
+        os.makedirs(directory, exist_ok=True)
+        temporary = os.path.join(directory, f".{os.path.basename(target)}.{uuid.uuid4().hex}")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return temporary
+
     def write_bytes(self, data: bytes, *parts: str) -> str:
         """Write ``data`` atomically and return the user-facing path.
 
@@ -82,14 +124,8 @@ class Location:
                 stream.write(data)
             return self.display(*parts)
 
-        directory = os.path.dirname(target)
-        os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, f".{os.path.basename(target)}.{uuid.uuid4().hex}")
+        temporary = self._stage(data, target)
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(temporary, target)
         finally:
             if os.path.exists(temporary):

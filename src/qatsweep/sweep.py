@@ -32,7 +32,6 @@ from qatsweep.export import METADATA_FILE, export_experiment, read_metadata, tri
 from qatsweep.ray_session import cluster_address, cluster_resources, start_ray
 from qatsweep.storage import Location
 from qatsweep.sweep_config import SweepConfig, sweep_to_dict
-from qatsweep.trial import run_trial
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +205,8 @@ def _trainable(sweep: SweepConfig) -> Any:
     """The trial function with its settings and per-point resources."""
     from ray import tune
 
+    from qatsweep.trial import run_trial  # torch loads only once a sweep really starts
+
     axes = sweep.axes
 
     def resources_of(config: dict[str, Any]) -> Any:
@@ -330,8 +331,6 @@ def resume_sweep(experiment_dir: str, address: str | None = None) -> SweepOutcom
     Raises:
         ResultsError: the directory is missing, foreign, or holds no Tune state.
     """
-    from ray import tune
-
     experiment = Location(experiment_dir)
     sweep, _ = read_metadata(experiment)
     if not experiment.exists("tuner.pkl"):
@@ -339,6 +338,8 @@ def resume_sweep(experiment_dir: str, address: str | None = None) -> SweepOutcom
             f"{experiment.display()}: no Tune state (tuner.pkl) to resume from; the sweep "
             "stopped before it started. Run it again with `qatsweep run`"
         )
+
+    from ray import tune
 
     _join(sweep, address)
     log.info("resuming sweep %s in %s", sweep.name, experiment.display())

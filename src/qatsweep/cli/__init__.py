@@ -49,13 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(verbosity: int) -> None:
     """Send library logs to stderr; stdout is kept for machine-readable output."""
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else 10
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("qatsweep").setLevel(logging.INFO if verbosity <= 1 else logging.DEBUG)
-    # One line per finished trial would bury the progress bar; -v shows them.
-    logging.getLogger("qatsweep.progress").setLevel(
-        logging.WARNING if verbosity <= 0 else logging.INFO
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Quiet by default: an error is then one line, and progress has the terminal to itself.
+    # -v shows what happens (Ray starting, trials finishing, files written), -vv debug.
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.getLogger("qatsweep").setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

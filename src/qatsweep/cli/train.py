@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import sys
 import types
 import typing
 from typing import Any
 
 from qatsweep.config import TrialConfig
-
-log = logging.getLogger(__name__)
 
 #: Keys of the JSON line, in order; the trainer adds ``epochs_run`` and ``trained_on``.
 OUTPUT_KEYS = ("mode", "width", "depth", "seed", "bits", "epochs")
@@ -71,13 +69,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from qatsweep.trainer import train  # torch loads only once the arguments are valid
 
     def on_report(epoch: int, loss: float, train_acc: float, test_acc: float) -> None:
-        log.info(
-            "epoch %d/%d  loss %.4f  train_acc %.4f  test_acc %.4f",
-            epoch,
-            config.epochs,
-            loss,
-            train_acc,
-            test_acc,
+        # Progress for the person watching; stdout stays the one JSON line.
+        print(
+            f"epoch {epoch}/{config.epochs}  loss {loss:.4f}  train_acc {train_acc:.4f}  "
+            f"test_acc {test_acc:.4f}",
+            file=sys.stderr,
         )
 
     result = train(config, on_report=on_report, report_every=args.report_every)
