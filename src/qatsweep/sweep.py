@@ -75,15 +75,17 @@ def _param_space(sweep: SweepConfig) -> dict[str, Any]:
     return space
 
 
-def _local_resources() -> dict[str, float]:
+def _local_resources(sweep: SweepConfig) -> dict[str, float]:
     """What a local Ray instance will have: every CPU, and the visible GPUs."""
     available = {"CPU": float(os.cpu_count() or 1), "GPU": 0.0}
-    try:
-        import torch
+    wants_gpu = any(sweep.resources.for_point(p).gpu > 0 for p in sweep.points())
+    if wants_gpu:  # only then pay for importing torch here
+        try:
+            import torch
 
-        available["GPU"] = float(torch.cuda.device_count())
-    except Exception:  # noqa: BLE001 - no usable CUDA means no GPUs for Ray either
-        pass
+            available["GPU"] = float(torch.cuda.device_count())
+        except Exception:  # noqa: BLE001 - no usable CUDA means no GPUs for Ray either
+            pass
     return available
 
 
@@ -274,7 +276,7 @@ def _join(sweep: SweepConfig, address: str | None) -> None:
     """Start or join Ray, refusing what cannot work before anything is written."""
     address = cluster_address(address)
     if address is None:
-        _check_resources(sweep, _local_resources())  # before starting anything
+        _check_resources(sweep, _local_resources(sweep))  # before starting anything
     start_ray(address)
     _check_resources(sweep, cluster_resources())
     if address is not None:
