@@ -112,12 +112,6 @@ def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
     secure_auth_token(create=False)  # in case Ray wrote the file itself
 
 
-def cluster_resources() -> dict[str, float]:
-    import ray
-
-    return {key: float(value) for key, value in ray.cluster_resources().items()}
-
-
 def stop_ray() -> None:
     import ray
 

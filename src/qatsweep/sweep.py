@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ import pyarrow as pa
 from qatsweep import __version__
 from qatsweep.errors import ConfigError, ResultsError
 from qatsweep.export import METADATA_FILE, export_experiment, read_metadata, trial_name
-from qatsweep.ray_session import cluster_address, cluster_resources, start_ray
+from qatsweep.ray_session import cluster_address, start_ray
 from qatsweep.storage import Location
 from qatsweep.sweep_config import SweepConfig, sweep_to_dict
 
@@ -89,17 +90,41 @@ def _local_resources(sweep: SweepConfig) -> dict[str, float]:
     return available
 
 
-def _check_resources(sweep: SweepConfig, available: dict[str, float]) -> None:
-    """Refuse a grid point that no node of the cluster could ever hold."""
+def _unplaceable(sweep: SweepConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why some grid point fits on none of ``nodes``, or ``None`` when all fit."""
     for point in sweep.points():
-        for key, asked in sweep.resources.for_point(point).ray_request().items():
-            have = available.get(key, 0.0)
-            if asked > have:
-                name = {"CPU": "cpu", "GPU": "gpu"}.get(key, f"custom.{key}")
-                raise ConfigError(
-                    f"resources.{name}: trial {point} asks for {asked:g} {key} but the Ray "
-                    f"cluster has {have:g}; lower the request or add nodes"
-                )
+        request = sweep.resources.for_point(point).ray_request()
+        if any(all(node.get(k, 0.0) >= v for k, v in request.items()) for node in nodes):
+            continue
+        most = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in request}
+        short = next(k for k, v in request.items() if most[k] < v)
+        name = {"CPU": "cpu", "GPU": "gpu"}.get(short, f"custom.{short}")
+        return (
+            f"resources.{name}: trial {point} asks for {request[short]:g} {short} on one node, "
+            f"but the largest node has {most[short]:g}"
+        )
+    return None
+
+
+def _check_local_resources(sweep: SweepConfig) -> None:
+    """A local instance is one node of this machine's size: refuse what cannot fit."""
+    problem = _unplaceable(sweep, [_local_resources(sweep)])
+    if problem is not None:
+        raise ConfigError(f"{problem}; lower the request or run on a cluster (--address)")
+
+
+def _check_cluster_resources(sweep: SweepConfig) -> None:
+    """On a cluster, a trial no node can hold waits: say so, as an autoscaler may add one."""
+    import ray
+
+    nodes = [
+        {k: float(v) for k, v in node.get("Resources", {}).items()}
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+    problem = _unplaceable(sweep, nodes)
+    if problem is not None:
+        log.warning("%s now; such trials wait until a node that can hold them joins", problem)
 
 
 #: Filesystems that every node of a cluster can mount: storage there is shared.
@@ -134,7 +159,8 @@ def filesystem_type(path: str) -> str:
         fields = line.split()
         if len(fields) < 3:
             continue
-        mount_point = fields[1].replace("\\040", " ")
+        # /proc/mounts writes space, tab, newline and backslash as octal escapes.
+        mount_point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
         inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
         if inside and len(mount_point) > len(best):
             best, kind = mount_point, fields[2]
@@ -276,10 +302,16 @@ def _join(sweep: SweepConfig, address: str | None) -> None:
     """Start or join Ray, refusing what cannot work before anything is written."""
     address = cluster_address(address)
     if address is None:
-        _check_resources(sweep, _local_resources(sweep))  # before starting anything
+        _check_local_resources(sweep)  # before starting anything
+    elif not sweep.storage_is_uri and not Path(sweep.storage).expanduser().is_absolute():
+        # Inside a Ray job the working directory is a temporary copy that Ray deletes.
+        raise ConfigError(
+            f"storage {sweep.storage!r} is a relative path; on a cluster give shared storage "
+            "explicitly, e.g. --set storage=/mnt/nfs/qatsweep or --set storage=s3://bucket/prefix"
+        )
     start_ray(address)
-    _check_resources(sweep, cluster_resources())
     if address is not None:
+        _check_cluster_resources(sweep)
         check_shared_storage(sweep)
 
 

@@ -168,13 +168,14 @@ class SweepConfig(BaseModel):
 
     @property
     def storage_is_uri(self) -> bool:
-        return "://" in self.storage
+        """An object store (``s3://``, ``gs://``...); ``file://`` counts as a local path."""
+        return "://" in self.storage and not self.storage.startswith("file://")
 
     def resolved_storage(self, base: Path | None = None) -> str:
         """``storage`` as an absolute path (Tune fails inside pyarrow on relative ones)."""
         if self.storage_is_uri:
             return self.storage
-        path = Path(self.storage).expanduser()
+        path = Path(self.storage.removeprefix("file://")).expanduser()
         if not path.is_absolute():
             path = (base or Path.cwd()) / path
         return str(path.resolve())
