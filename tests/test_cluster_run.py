@@ -17,7 +17,7 @@ users of the machine out. Teardown kills exactly the processes this module start
 in the sessions of its ``ray start`` commands, those carrying its marker variable, and
 their descendants. It never runs ``ray stop``, which stops every Ray of the user.
 
-The shared-storage check (``qatsweep.sweep.check_shared_storage``) needs several machines,
+The shared-storage check (``qatsweep.preflight.check_shared_storage``) needs several machines,
 so it is unit-tested here with ``ray.nodes`` and ``/proc/mounts`` stood in for.
 """
 
@@ -543,13 +543,13 @@ def sweep_at(storage: str):
     ],
 )
 def test_filesystem_type_takes_the_longest_mount_point(fake_mounts, path, kind):
-    from qatsweep.sweep import filesystem_type
+    from qatsweep.preflight import filesystem_type
 
     assert filesystem_type(path) == kind
 
 
 def test_filesystem_type_is_empty_when_mounts_cannot_be_read(monkeypatch):
-    from qatsweep.sweep import filesystem_type
+    from qatsweep.preflight import filesystem_type
 
     def unreadable(self: Path, *args: Any, **kwargs: Any) -> str:
         raise PermissionError(str(self))
@@ -559,7 +559,7 @@ def test_filesystem_type_is_empty_when_mounts_cannot_be_read(monkeypatch):
 
 
 def test_multi_machine_cluster_refuses_a_local_disk(fake_mounts, monkeypatch):
-    from qatsweep.sweep import check_shared_storage
+    from qatsweep.preflight import check_shared_storage
 
     fake_cluster(monkeypatch, "10.0.0.1", ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
     with pytest.raises(ConfigError) as raised:
@@ -572,7 +572,7 @@ def test_multi_machine_cluster_refuses_a_local_disk(fake_mounts, monkeypatch):
 
 
 def test_multi_machine_cluster_accepts_nfs_storage(fake_mounts, monkeypatch):
-    from qatsweep.sweep import check_shared_storage
+    from qatsweep.preflight import check_shared_storage
 
     fake_cluster(monkeypatch, "10.0.0.1", ["10.0.0.1", "10.0.0.2"])
     check_shared_storage(sweep_at("/mnt/shared/qatsweep"))
@@ -581,7 +581,7 @@ def test_multi_machine_cluster_accepts_nfs_storage(fake_mounts, monkeypatch):
 def test_multi_machine_cluster_accepts_object_storage_without_asking_ray(monkeypatch):
     import ray
 
-    from qatsweep.sweep import check_shared_storage
+    from qatsweep.preflight import check_shared_storage
 
     def no_calls() -> list[dict[str, Any]]:
         raise AssertionError("an s3:// storage needs no look at the cluster")
@@ -592,7 +592,7 @@ def test_multi_machine_cluster_accepts_object_storage_without_asking_ray(monkeyp
 
 
 def test_nodes_all_on_this_machine_accept_a_local_disk(fake_mounts, monkeypatch):
-    from qatsweep.sweep import check_shared_storage
+    from qatsweep.preflight import check_shared_storage
 
     # Several nodes, one machine (this module's loopback cluster), and dead nodes elsewhere.
     fake_cluster(monkeypatch, "10.0.0.1", ["10.0.0.1"] * 3, dead=("10.0.0.9",))

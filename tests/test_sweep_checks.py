@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qatsweep.errors import ConfigError
-from qatsweep.sweep import _check_local_resources, _unplaceable, check_storage_writable
+from qatsweep.preflight import check_local_resources, check_storage_writable, unplaceable
 from qatsweep.sweep_config import load_sweep
 
 from .conftest import REPO, assert_one_line_error, run_cli
@@ -18,10 +18,10 @@ SMOKE = REPO / "tune_configs" / "smoke.yaml"
 def test_a_trial_must_fit_on_one_node_not_on_the_sum():
     sweep = load_sweep(SMOKE, ["resources.cpu=2"])
     two_small = [{"CPU": 1.0}, {"CPU": 1.0}]
-    assert "asks for 2 CPU on one node, but the largest node has 1" in _unplaceable(
+    assert "asks for 2 CPU on one node, but the largest node has 1" in unplaceable(
         sweep, two_small
     )
-    assert _unplaceable(sweep, [{"CPU": 1.0}, {"CPU": 4.0}]) is None
+    assert unplaceable(sweep, [{"CPU": 1.0}, {"CPU": 4.0}]) is None
 
 
 def test_custom_resources_and_overrides_are_checked_per_point():
@@ -29,13 +29,13 @@ def test_custom_resources_and_overrides_are_checked_per_point():
         SMOKE,
         ["grid.width=[8,32]", "resources.overrides=[{when: {width: [32]}, custom: {accel: 1}}]"],
     )
-    assert "custom.accel" in _unplaceable(sweep, [{"CPU": 2.0}])
-    assert _unplaceable(sweep, [{"CPU": 2.0}, {"CPU": 1.0, "accel": 2.0}]) is None
+    assert "custom.accel" in unplaceable(sweep, [{"CPU": 2.0}])
+    assert unplaceable(sweep, [{"CPU": 2.0}, {"CPU": 1.0, "accel": 2.0}]) is None
 
 
 def test_local_sweep_larger_than_the_machine_is_refused():
     with pytest.raises(ConfigError, match="run on a cluster"):
-        _check_local_resources(load_sweep(SMOKE, ["resources.cpu=4096"]))
+        check_local_resources(load_sweep(SMOKE, ["resources.cpu=4096"]))
 
 
 def test_storage_below_a_file_is_refused(tmp_path):
