@@ -29,9 +29,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch.ao.quantization import (
     FakeQuantize,
+    MinMaxObserver,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
     QConfig,
@@ -86,41 +88,111 @@ def _check_rounding(rounding: str) -> None:
         )
 
 
+_F32 = np.float32
+#: Per-tensor observers whose qparams ``_per_tensor_qparams`` reproduces: both inherit
+#: ``calculate_qparams`` from ``MinMaxObserver`` unchanged.
+_PER_TENSOR_OBSERVERS = (MinMaxObserver, MovingAverageMinMaxObserver)
+#: (qscheme, dtype) pairs it reproduces; the zero point of other symmetric dtypes differs.
+_FAST_QPARAMS = {
+    (torch.per_tensor_affine, torch.quint8),
+    (torch.per_tensor_affine, torch.qint8),
+    (torch.per_tensor_symmetric, torch.qint8),
+}
+
+
+def _f32_reciprocal(scale: float) -> float:
+    """``1 / scale`` rounded to float32, as ``torch.reciprocal`` on a float32 tensor."""
+    return float(_F32(1.0) / _F32(scale))
+
+
+def _per_tensor_qparams(observer: Any, min_val: float, max_val: float) -> tuple[float, int]:
+    """``observer.calculate_qparams()`` for a finite running range, in float32 scalars.
+
+    The same steps as PyTorch's ``_calculate_qparams`` for the (qscheme, dtype) pairs of
+    ``_FAST_QPARAMS``, on numpy float32 scalars instead of one-element tensors: each
+    float32 operation rounds the same way, and a dozen tensor ops (with their host
+    dispatch, several microseconds each) become nanosecond scalar arithmetic. The caller
+    checks that ``min_val <= max_val``, where PyTorch would return defaults or raise.
+    """
+    quant_min, quant_max = observer.quant_min, observer.quant_max
+    eps = _F32(observer.eps.item())
+    min_val_neg = min(_F32(min_val), _F32(0.0))
+    max_val_pos = max(_F32(max_val), _F32(0.0))
+    if observer.qscheme == torch.per_tensor_symmetric:
+        max_val_pos = max(-min_val_neg, max_val_pos)
+        scale = max(max_val_pos / _F32((quant_max - quant_min) / 2), eps)
+        return float(scale), 0
+    scale = max((max_val_pos - min_val_neg) / _F32(quant_max - quant_min), eps)
+    # round() on a float is half to even, as torch.round; the quotient is a float32.
+    zero_point = quant_min - round(float(min_val_neg / scale))
+    return float(scale), min(max(zero_point, quant_min), quant_max)
+
+
 def _round(
     scaled: torch.Tensor,
     x: torch.Tensor,
-    scale: torch.Tensor,
+    scale: torch.Tensor | float,
+    inv_scale: torch.Tensor | float,
     rounding: str,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Grid index (before the zero point) of ``x`` under ``rounding``; see the module doc."""
+    """Grid index (before the zero point) of ``x`` under ``rounding``; see the module doc.
+
+    Consumes ``scaled``: the result is computed in its storage. Comparisons write their
+    1.0 / 0.0 straight into a float tensor, mostly the storage of an operand no longer
+    needed: the same numbers as ``(a > b).to(dtype)``, but PyTorch's CPU kernels that
+    produce or multiply by bool tensors are several times slower (bench/RESULTS.md).
+    """
+    if rounding == "half_away":
+        # A tie of the scaled value goes away from zero instead of to even: where the
+        # nearest (even) index lies half a step toward zero from ``scaled``, step once more
+        # away. The offset is exact (the index is within half a step), so this equals
+        # ``where(tie, trunc + sign, nearest)`` without the CPU's slow trunc and where
+        # kernels; NaN and infinities come out as from torch.round.
+        nearest = torch.round(scaled)
+        sign = torch.sign(scaled)
+        offset = scaled.sub_(nearest).mul_(sign)
+        toward = torch.eq(offset, 0.5, out=offset)
+        return nearest.add_(toward.mul_(sign))
+
     # torch.round is round-half-to-even, as std::nearbyint in PyTorch's kernel.
-    nearest = torch.round(scaled)
+    nearest = scaled.round_()
     if rounding == "nearest":
         return nearest
 
     grid = nearest * scale  # the dequantized value of the nearest index
     if rounding == "floor":
-        return nearest.sub_((grid > x).to(x.dtype))
+        return nearest.sub_(torch.gt(grid, x, out=grid))
     if rounding == "ceil":
-        return nearest.add_((grid < x).to(x.dtype))
+        return nearest.add_(torch.lt(grid, x, out=grid))
     if rounding == "toward_zero":
-        down = ((grid > x) & (x >= 0)).to(x.dtype)
-        up = ((grid < x) & (x < 0)).to(x.dtype)
-        return nearest.sub_(down).add_(up)
-    if rounding == "half_away":
-        # A tie of the scaled value goes away from zero instead of to even.
-        truncated = torch.trunc(scaled)
-        tie = (scaled - truncated).abs() == 0.5
-        return torch.where(tie, truncated + torch.sign(scaled), nearest)
+        # ``grid`` has the sign of ``x`` or is zero, so ``|grid| > |x|`` is ``grid > x``
+        # where x >= 0 (step down) and ``grid < x`` where x < 0 (step up), as before.
+        magnitude = x.abs()
+        beyond = torch.gt(grid.abs_(), magnitude, out=magnitude)
+        return nearest.sub_(beyond.mul_(torch.sign(x)))
     if rounding == "stochastic":
         # Round up with probability equal to the distance above the floor grid value,
         # measured in steps: unbiased, and exact grid values never move.
-        lower = nearest.sub_((grid > x).to(x.dtype))
-        fraction = (x - lower * scale) * torch.reciprocal(scale)
+        lower = nearest.sub_(torch.gt(grid, x, out=grid))
+        fraction = (x - lower * scale).mul_(inv_scale)
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return lower.add_((noise < fraction).to(x.dtype))
+        return lower.add_(torch.lt(noise, fraction, out=noise))
     raise ConfigError(f"unknown rounding {rounding!r}")  # guarded by _check_rounding
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds no NaN or infinity, cheaply on the CPU; ``False`` (ask) elsewhere.
+
+    aminmax propagates NaN and is vectorized, unlike isfinite; on an accelerator the
+    caller's masked ``where`` costs no host round trip, so it is kept there.
+    """
+    if x.device.type != "cpu":
+        return False
+    if x.numel() == 0:
+        return True
+    low, high = torch.aminmax(x)
+    return math.isfinite(low.item()) and math.isfinite(high.item())
 
 
 class _RoundingFakeQuantFn(torch.autograd.Function):
@@ -129,14 +201,18 @@ class _RoundingFakeQuantFn(torch.autograd.Function):
     The arithmetic is written out in tensor ops rather than calling PyTorch's fused
     kernel: that kernel rounds one element at a time on the CPU and is about five times
     slower than these vectorized ops, which give the same bits.
+
+    ``scale`` and ``zero_point`` are tensors (per tensor or along ``axis``) or, for a
+    float32 ``x`` quantized per tensor, a float32-representable float and an int: plain
+    numbers spare the reshapes and casts on the per-step path and give the same bits.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
         x: torch.Tensor,
-        scale: torch.Tensor,
-        zero_point: torch.Tensor,
+        scale: torch.Tensor | float,
+        zero_point: torch.Tensor | int,
         quant_min: int,
         quant_max: int,
         rounding: str,
@@ -144,20 +220,28 @@ class _RoundingFakeQuantFn(torch.autograd.Function):
         axis: int | None,
         check_finite: bool,
     ) -> torch.Tensor:
-        shape = [1] * x.dim()
-        if axis is not None:
-            shape[axis] = -1
-        scale = scale.reshape(shape)
-        if scale.dtype != x.dtype:
-            scale = scale.to(x.dtype)
-        zero_point = zero_point.reshape(shape).to(x.dtype)
+        inv_scale: torch.Tensor | float
+        if isinstance(scale, torch.Tensor):
+            shape = [1] * x.dim()
+            if axis is not None:
+                shape[axis] = -1
+            scale = scale.reshape(shape)
+            if scale.dtype != x.dtype:
+                scale = scale.to(x.dtype)
+            assert isinstance(zero_point, torch.Tensor)
+            zero_point = zero_point.reshape(shape).to(x.dtype)
+            inv_scale = torch.reciprocal(scale)  # float32 reciprocal, as PyTorch's kernel
+        else:
+            inv_scale = _f32_reciprocal(scale)
 
-        scaled = x * torch.reciprocal(scale)  # float32 reciprocal, as PyTorch's kernel
-        q = _round(scaled, x, scale, rounding, generator).add_(zero_point)
+        scaled = x * inv_scale
+        q = _round(scaled, x, scale, inv_scale, rounding, generator).add_(zero_point)
         clamped = torch.clamp(q, quant_min, quant_max)
-        in_range = clamped == q  # False outside the range and for NaN or infinity
+        # 1.0 inside the range, 0.0 outside it and for NaN or infinity; kept as a float
+        # because multiplying the gradient by a bool mask is slow on the CPU.
+        in_range = torch.eq(clamped, q, out=q)
         out = clamped.sub_(zero_point).mul_(scale)
-        if check_finite:
+        if check_finite and not _all_finite(x):
             out = torch.where(torch.isfinite(x), out, x)
 
         ctx.save_for_backward(in_range)
@@ -233,6 +317,11 @@ class RoundingFakeQuantize(FakeQuantize):
     a NaN or infinity leaves the observer's running range as it was (one bad batch would
     otherwise poison the scale for the rest of training), and ``stochastic`` rounding
     draws from its own generator, seeded per module, so that a trial is reproducible.
+
+    Per step, a float32 per-tensor quantizer on the CPU (the default configuration) turns
+    the observer's new range into qparams in float32 scalars rather than through
+    ``calculate_qparams``' one-element tensors: the same numbers, at a fraction of the
+    host overhead that dominates a step at small widths (``bench/RESULTS.md``).
     """
 
     def __init__(
@@ -261,46 +350,104 @@ class RoundingFakeQuantize(FakeQuantize):
             self.generator = torch.Generator(device=self.scale.device)
             self.generator.manual_seed(seed)
 
-    def _observe(self, x: torch.Tensor) -> bool:
-        """Update the running range and qparams; ``False`` if ``x`` held a NaN or infinity."""
+    def _fast_path(self, observer: Any, x: torch.Tensor) -> bool:
+        """Whether ``_observe_per_tensor`` reproduces the observer exactly for this call."""
+        return (
+            type(observer) in _PER_TENSOR_OBSERVERS
+            and (observer.qscheme, observer.dtype) in _FAST_QPARAMS
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and observer.min_val.dtype == torch.float32
+            and self.scale.shape == (1,)
+            and self.zero_point.shape == (1,)
+        )
+
+    def _observe(self, x: torch.Tensor) -> tuple[bool, tuple[float, int] | None]:
+        """Update the running range and qparams.
+
+        Returns whether ``x`` was finite (a NaN or infinity leaves the range as it was)
+        and, on the per-tensor CPU path, the new qparams as plain numbers.
+        """
         observer = self.activation_post_process
+        if self._fast_path(observer, x):
+            return self._observe_per_tensor(observer, x)
+
         previous = (observer.min_val.clone(), observer.max_val.clone())
         observer(x)
         # The running range turns non-finite exactly when x held a non-finite value.
         if not math.isfinite(float((observer.min_val + observer.max_val).sum())):
             observer.min_val.resize_(previous[0].shape).copy_(previous[0])
             observer.max_val.resize_(previous[1].shape).copy_(previous[1])
-            return False
+            return False, None
 
+        self._store_qparams()
+        return True, None
+
+    def _store_qparams(self) -> None:
         scale, zero_point = self.calculate_qparams()
         if self.scale.shape != scale.shape:
             self.scale.resize_(scale.shape)
             self.zero_point.resize_(zero_point.shape)
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point)
-        return True
+
+    def _observe_per_tensor(
+        self, observer: Any, x: torch.Tensor
+    ) -> tuple[bool, tuple[float, int] | None]:
+        """``_observe`` for a float32 per-tensor range on the CPU, in Python scalars.
+
+        PyTorch's observer still updates the range; reading it back as two floats (exact:
+        they are float32 values) replaces the clones and the one-element tensor arithmetic
+        of the general path, which cost more per step than the rounding itself at small
+        shapes. The results are bit-identical to the general path's.
+        """
+        previous = (observer.min_val.item(), observer.max_val.item())
+        observer(x)
+        min_val, max_val = observer.min_val.item(), observer.max_val.item()
+        finite = math.isfinite(min_val) and math.isfinite(max_val)
+        if finite and abs(min_val) + abs(max_val) >= 2.0**127:
+            # The general path's float32 sum can overflow here; ask it the same way.
+            finite = math.isfinite(float(observer.min_val + observer.max_val))
+        if not finite:
+            observer.min_val.fill_(previous[0])
+            observer.max_val.fill_(previous[1])
+            return False, None
+        if not min_val <= max_val:
+            self._store_qparams()  # PyTorch's own check rejects such a range
+            return True, None
+
+        scale, zero_point = _per_tensor_qparams(observer, min_val, max_val)
+        self.scale.fill_(scale)
+        self.zero_point.fill_(zero_point)
+        return True, (scale, zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         finite = None
-        if self.observer_enabled[0] == 1:
-            finite = self._observe(x.detach())
-        if self.fake_quant_enabled[0] != 1:
+        qparams: tuple[float, int] | None = None
+        # .item() reads the one-element flags without the indexing and comparison ops.
+        if self.observer_enabled.item() == 1:
+            finite, qparams = self._observe(x.detach())
+        if self.fake_quant_enabled.item() != 1:
             return x
 
         rounding = self.rounding
         if rounding == "stochastic" and not self.training:
             # Evaluation measures the deployable model, whose values are rounded once.
             rounding = "nearest"
-        axis = self.ch_axis if self.is_per_channel else None
+        scale: torch.Tensor | float = self.scale
+        zero_point: torch.Tensor | int = self.zero_point
+        if qparams is not None:
+            scale, zero_point = qparams
+        observer = self.activation_post_process
         return _RoundingFakeQuantFn.apply(
             x,
-            self.scale,
-            self.zero_point,
-            self.activation_post_process.quant_min,
-            self.activation_post_process.quant_max,
+            scale,
+            zero_point,
+            observer.quant_min,
+            observer.quant_max,
             rounding,
             self.generator,
-            axis,
+            self.ch_axis if self.is_per_channel else None,
             finite is not True,
         )
 
