@@ -301,3 +301,39 @@ def test_unknown_rounding_is_a_config_error(call):
 def test_bits_out_of_range_is_a_config_error():
     with pytest.raises(ConfigError, match="bits must be between 2 and 8"):
         make_qconfig("nearest", bits=9)
+
+
+QPARAM_CONFIGS = [
+    pytest.param(0, 255, torch.quint8, torch.per_tensor_affine, id="act-8bit"),
+    pytest.param(0, 127, torch.quint8, torch.per_tensor_affine, id="act-reduced"),
+    pytest.param(0, 3, torch.quint8, torch.per_tensor_affine, id="act-2bit"),
+    pytest.param(-128, 127, torch.qint8, torch.per_tensor_symmetric, id="weight-8bit"),
+    pytest.param(-8, 7, torch.qint8, torch.per_tensor_symmetric, id="weight-4bit"),
+    pytest.param(-128, 127, torch.qint8, torch.per_tensor_affine, id="affine-qint8"),
+]
+
+
+@pytest.mark.parametrize(("qmin", "qmax", "dtype", "qscheme"), QPARAM_CONFIGS)
+@settings(max_examples=300, deadline=None)
+@given(
+    low=st.floats(-1e4, 1e4, allow_nan=False, width=32),
+    span=st.floats(0, 2e4, allow_nan=False, width=32),
+)
+def test_scalar_qparams_equal_pytorchs_calculate_qparams(qmin, qmax, dtype, qscheme, low, span):
+    """The fast path re-derives PyTorch's formulas; a torch upgrade that changes them fails."""
+    from torch.ao.quantization import MovingAverageMinMaxObserver
+
+    from qatsweep.quant.qparams import FAST_QPARAMS, per_tensor_qparams
+
+    assert (qscheme, dtype) in FAST_QPARAMS
+    observer = MovingAverageMinMaxObserver(
+        quant_min=qmin, quant_max=qmax, dtype=dtype, qscheme=qscheme
+    )
+    high = float(torch.tensor(low + span, dtype=torch.float32))
+    observer.min_val.fill_(low)
+    observer.max_val.fill_(high)
+
+    scale, zero_point = observer.calculate_qparams()
+    fast_scale, fast_zero_point = per_tensor_qparams(observer, low, high)
+
+    assert fast_scale == scale.item() and fast_zero_point == zero_point.item()
