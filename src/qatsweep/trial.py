@@ -76,18 +76,22 @@ def versions() -> dict[str, str]:
     }
 
 
-def _save(state: dict[str, Any]) -> Any:
-    """A Tune checkpoint of ``state``, from a fresh temporary directory."""
+def _report_with_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    """``tune.report`` with a checkpoint of ``state``.
+
+    Tune copies the checkpoint to the experiment's storage before ``report`` returns, so
+    the local copy lives in a temporary directory removed right after.
+    """
     from ray import tune
 
-    directory = tempfile.mkdtemp(prefix="qatsweep-ckpt-")
-    torch.save(state, os.path.join(directory, STATE_FILE))
-    return tune.Checkpoint.from_directory(directory)
+    with tempfile.TemporaryDirectory(prefix="qatsweep-ckpt-") as directory:
+        torch.save(state, os.path.join(directory, STATE_FILE))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
 def _load(checkpoint: Any) -> dict[str, Any]:
     with checkpoint.as_directory() as directory:
-        # Our own file, written by _save: it holds RNG states, not only tensors.
+        # Our own file, written above: it holds RNG states, not only tensors.
         return torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
 
 
@@ -143,7 +147,7 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         if epoch - last_checkpoint >= checkpoint_every:
             last_checkpoint = epoch
             state = {"trainer": trainer.state_dict(), "started_at": started_at, "final": None}
-            tune.report(metrics, checkpoint=_save(state))
+            _report_with_checkpoint(metrics, state)
         else:
             tune.report(metrics)
 
@@ -161,4 +165,4 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         **where,
         **versions(),
     }
-    tune.report(final, checkpoint=_save({"final": final, "started_at": started_at}))
+    _report_with_checkpoint(final, {"final": final, "started_at": started_at})
