@@ -23,15 +23,19 @@ from pydantic import ValidationError
 
 from qatsweep.config import TrialConfig
 from qatsweep.errors import ConfigError, ResultsError
-from qatsweep.schema import CONFIG_COLUMNS, CURVES_SCHEMA, TRIALS_SCHEMA
+from qatsweep.schema import (
+    CONFIG_COLUMNS,
+    CURVES_FILE,
+    CURVES_SCHEMA,
+    METADATA_FILE,
+    TRIALS_FILE,
+    TRIALS_SCHEMA,
+)
 from qatsweep.storage import Location
 from qatsweep.sweep_config import SweepConfig, validate_sweep
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "qatsweep.json"
-TRIALS_FILE = "trials.parquet"
-CURVES_FILE = "curves.parquet"
 FINAL_STATUSES = ("finished", "diverged")
 VERSION_KEYS = ("qatsweep_version", "torch_version", "ray_version", "python_version")
 

@@ -13,6 +13,11 @@ import pyarrow as pa
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
+#: The files of an experiment directory that qatsweep writes.
+METADATA_FILE = "qatsweep.json"
+TRIALS_FILE = "trials.parquet"
+CURVES_FILE = "curves.parquet"
+
 #: Trial statuses. ``finished`` and ``diverged`` are results; ``error`` failed for good;
 #: ``running``/``pending`` appear when a live or interrupted experiment is exported.
 STATUSES: tuple[str, ...] = ("finished", "diverged", "error", "running", "pending")

@@ -92,6 +92,11 @@ def prepare(trials: pd.DataFrame) -> Trials:
     )
 
 
+#: Config columns that follow a trial's resources, not the design: a GPU override for the
+#: widest models must not split the findings into a cpu and a cuda group.
+NOT_DESIGN = ("threads", "device")
+
+
 def extra_axes(trials: pd.DataFrame) -> list[str]:
     """Config columns besides the study's keys that take more than one value in the table.
 
@@ -101,7 +106,10 @@ def extra_axes(trials: pd.DataFrame) -> list[str]:
     return [
         column
         for column in CONFIG_COLUMNS
-        if column not in KEYS and column in trials and trials[column].nunique(dropna=False) > 1
+        if column not in KEYS
+        and column not in NOT_DESIGN
+        and column in trials
+        and trials[column].nunique(dropna=False) > 1
     ]
 
 

@@ -18,11 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qatsweep.errors import ResultsError
-from qatsweep.schema import ANALYSIS_REQUIRED
+from qatsweep.schema import ANALYSIS_REQUIRED, METADATA_FILE, TRIALS_FILE
 
 logger = logging.getLogger(__name__)
 
-TRIALS_FILE = "trials.parquet"
 
 #: What each required column must hold, as a check on its Arrow type.
 _KINDS: dict[str, str] = {
@@ -65,9 +64,16 @@ def read_table(results: Path) -> pa.Table:
     if not results.is_dir():
         return _read_parquet(results)
 
+    if (results / METADATA_FILE).is_file():
+        # An experiment: rebuild from its trials, never trust a trials.parquet that a
+        # run, resume or export wrote earlier and that may be out of date.
+        return _export_experiment(results)
     if (results / TRIALS_FILE).is_file():
         return _read_parquet(results / TRIALS_FILE)
-    return _export_experiment(results)
+    raise ResultsError(
+        f"directory {results} holds neither a qatsweep experiment ({METADATA_FILE}) nor a "
+        f"{TRIALS_FILE}; pass one of those"
+    )
 
 
 def check_table(table: pa.Table, source: Path) -> None:
@@ -99,28 +105,11 @@ def _read_parquet(path: Path) -> pa.Table:
 
 
 def _export_experiment(directory: Path) -> pa.Table:
-    """Build the trials table of a Tune experiment that has not been exported yet.
+    """The current trials table of a Tune experiment directory."""
+    # Imported here: reading a Parquet file needs neither the exporter nor its sweep code.
+    from qatsweep.export import build_tables
 
-    Whether the directory is an experiment at all is the exporter's call; its error is
-    passed on with a note that there was no ``trials.parquet`` either.
-    """
-    try:
-        # Imported here: reading a Parquet file needs neither the exporter nor its sweep code.
-        from qatsweep.export import build_tables
-    except ImportError as err:
-        if err.name != "qatsweep.export":
-            raise
-        raise ResultsError(
-            f"directory {directory} has no {TRIALS_FILE}, and this qatsweep cannot export a "
-            "Tune experiment (qatsweep.export.build_tables is missing)"
-        ) from err
-
-    try:
-        trials, _curves = build_tables(directory)
-    except ResultsError as err:
-        raise ResultsError(
-            f"directory {directory} has no {TRIALS_FILE} and is no experiment to export: {err}"
-        ) from err
+    trials, _curves = build_tables(directory)
     return trials
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from qatsweep.errors import QatSweepError
+from qatsweep.schema import TRIALS_FILE
 from qatsweep.sweep_config import load_sweep
 
 
@@ -68,12 +69,12 @@ def finish(outcome: Any, analyze_after: bool) -> int:
         from qatsweep.analysis import REPORT_FILE, analyze
 
         try:
-            analyze(Path(outcome.experiment) / "trials.parquet", Path(report_dir))
+            analyze(Path(outcome.experiment) / TRIALS_FILE, Path(report_dir))
             print(f"wrote {report_dir}/{REPORT_FILE}")
         except QatSweepError as err:  # the sweep's tables are safe; say why no report
             print(f"qatsweep: no report: {err}", file=sys.stderr)
     else:
-        print(f"analyse with: qatsweep analyze {outcome.experiment} -o {report_dir}")
+        print(f"analyze with: qatsweep analyze {outcome.experiment} -o {report_dir}")
     if outcome.interrupted:
         print(
             "qatsweep: the sweep was interrupted; the tables hold what finished; finish it "
