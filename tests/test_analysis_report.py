@@ -120,3 +120,16 @@ def test_cli_prints_the_report_path(tmp_path: Path, capsys) -> None:
     printed = capsys.readouterr().out.strip()
     assert printed == str(tmp_path / "report" / "report.md")
     assert (tmp_path / "report" / "summary.json").is_file()
+
+
+def test_resource_columns_do_not_split_the_findings(tmp_path: Path) -> None:
+    """A GPU override for the widest models makes device vary: still one set of findings."""
+    accuracies = {(m, w, 2): [0.75, 0.8125] for m in ("nearest", "floor") for w in (8, 128)}
+    rows = [
+        {**row, "device": "cuda" if row["width"] == 128 else "cpu",
+         "threads": 2 if row["width"] == 128 else 1}
+        for row in fx.grid(accuracies)
+    ]
+    summary = fx.summarize_rows(tmp_path, rows)
+    assert summary["axes"] == [] and summary["groups"] == []
+    assert summary["modes"]["nearest"]["n"] == 4
