@@ -264,7 +264,7 @@ CASES = [
     case("analyze-missing-dir", _on_dir("analyze", _missing_dir), "does not exist"),
     case("export-foreign-dir", _on_dir("export", _foreign), "no qatsweep.json"),
     case("resume-foreign-dir", _on_dir("resume", _foreign), "no qatsweep.json"),
-    case("analyze-foreign-dir", _on_dir("analyze", _foreign), "neither a qatsweep experiment (qatsweep.json)"),
+    case("analyze-foreign-dir", _on_dir("analyze", _foreign), "neither a qatsweep experiment"),
     case("export-corrupt-json", _on_dir("export", _corrupt_metadata), *CORRUPT),
     case("resume-corrupt-json", _on_dir("resume", _corrupt_metadata), *CORRUPT),
     case("analyze-corrupt-json", _on_dir("analyze", _corrupt_metadata), *CORRUPT),

@@ -62,6 +62,7 @@ class TrialFiles:
     config: TrialConfig
     reports: list[dict[str, Any]]
     error: str | None
+    failures: int  # attempts that raised, from Tune's error.txt
 
 
 def read_metadata(experiment: Location) -> tuple[SweepConfig, dict[str, Any]]:
@@ -99,13 +100,15 @@ def _read_reports(experiment: Location, directory: str) -> list[dict[str, Any]]:
     return reports
 
 
-def _read_error(experiment: Location, directory: str) -> str | None:
+def _read_error(experiment: Location, directory: str) -> tuple[str | None, int]:
+    """The last failure's message and how many attempts failed (Tune appends each one)."""
     if not experiment.exists(directory, "error.txt"):
-        return None
-    lines = [line.strip() for line in experiment.read_text(directory, "error.txt").splitlines()]
-    lines = [line for line in lines if line]
+        return None, 0
+    text = experiment.read_text(directory, "error.txt")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    failures = max(1, sum(line.startswith("Failure #") for line in lines))
     # The last line of a Python traceback names the exception and its message.
-    return lines[-1][:2000] if lines else "the trial failed"
+    return (lines[-1][:2000] if lines else "the trial failed"), failures
 
 
 def read_trial(experiment: Location, directory: str) -> TrialFiles | None:
@@ -118,9 +121,8 @@ def read_trial(experiment: Location, directory: str) -> TrialFiles | None:
     except (json.JSONDecodeError, ValidationError) as err:
         log.warning("%s: unreadable params.json, skipped (%s)", directory, err)
         return None
-    return TrialFiles(
-        directory, config, _read_reports(experiment, directory), _read_error(experiment, directory)
-    )
+    error, failures = _read_error(experiment, directory)
+    return TrialFiles(directory, config, _read_reports(experiment, directory), error, failures)
 
 
 def _config_key(config: TrialConfig) -> tuple[Any, ...]:
@@ -128,17 +130,19 @@ def _config_key(config: TrialConfig) -> tuple[Any, ...]:
     return tuple(values[c] for c in CONFIG_COLUMNS if c not in ("device", "threads"))
 
 
-def _status(trial: TrialFiles) -> tuple[str, dict[str, Any] | None]:
+def _status(trial: TrialFiles, max_failures: int) -> tuple[str, dict[str, Any] | None]:
+    """``finished``/``diverged`` with the final report, else ``error`` once the retries are
+    spent, else ``running`` (still going, retrying, or stopped mid-way: resumable)."""
     final = next((r for r in reversed(trial.reports) if r.get("status") in FINAL_STATUSES), None)
     if final is not None:
         return str(final["status"]), final
-    if trial.error is not None:
+    if trial.failures > max_failures:
         return "error", None
     return "running", None
 
 
-def _preference(trial: TrialFiles) -> tuple[int, int]:
-    status, _ = _status(trial)
+def _preference(trial: TrialFiles, max_failures: int) -> tuple[int, int]:
+    status, _ = _status(trial, max_failures)
     rank = {"finished": 3, "diverged": 3, "error": 2}.get(status, 1)
     return rank, len(trial.reports)
 
@@ -164,7 +168,9 @@ def build_tables(experiment_dir: str | Any) -> tuple[pa.Table, pa.Table]:
         if trial is None:
             continue
         key = _config_key(trial.config)
-        if key not in by_key or _preference(trial) > _preference(by_key[key]):
+        if key not in by_key or _preference(trial, sweep.max_failures) > _preference(
+            by_key[key], sweep.max_failures
+        ):
             by_key[key] = trial
 
     trial_rows: list[dict[str, Any]] = []
@@ -181,7 +187,7 @@ def build_tables(experiment_dir: str | Any) -> tuple[pa.Table, pa.Table]:
             "git_rev": metadata.get("git_rev"),
         }
         if trial is not None:
-            row.update(_trial_outcome(trial))
+            row.update(_trial_outcome(trial, sweep.max_failures))
             curve_rows.extend(_curve_rows(name, config, trial))
         trial_rows.append(row)
 
@@ -190,8 +196,8 @@ def build_tables(experiment_dir: str | Any) -> tuple[pa.Table, pa.Table]:
     return trials, curves
 
 
-def _trial_outcome(trial: TrialFiles) -> dict[str, Any]:
-    status, final = _status(trial)
+def _trial_outcome(trial: TrialFiles, max_failures: int) -> dict[str, Any]:
+    status, final = _status(trial, max_failures)
     first = trial.reports[0] if trial.reports else {}
     last = trial.reports[-1] if trial.reports else {}
     outcome: dict[str, Any] = {

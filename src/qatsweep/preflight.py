@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def _local_resources(sweep: SweepConfig) -> dict[str, float]:
     """What a local Ray instance will have: every CPU, and the visible GPUs."""
-    available = {"CPU": float(os.cpu_count() or 1), "GPU": 0.0}
+    available = {"CPU": float(len(os.sched_getaffinity(0))), "GPU": 0.0}
     wants_gpu = any(sweep.resources.for_point(p).gpu > 0 for p in sweep.points())
     if wants_gpu:  # only then pay for importing torch here
         try:

@@ -97,7 +97,9 @@ def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
             logging.ERROR
         )
         kwargs.setdefault("include_dashboard", False)
-        log.info("starting a local Ray instance (%d CPUs)", os.cpu_count() or 1)
+        # The CPUs this process may use (a container's share), not the host's count.
+        kwargs.setdefault("num_cpus", len(os.sched_getaffinity(0)))
+        log.info("starting a local Ray instance (%d CPUs)", kwargs["num_cpus"])
     else:
         secure_auth_token(create=False)
         kwargs["address"] = address

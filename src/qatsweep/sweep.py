@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from qatsweep import __version__
-from qatsweep.errors import ConfigError, ResultsError
+from qatsweep.errors import ConfigError, QatSweepError, ResultsError
 from qatsweep.export import METADATA_FILE, export_experiment, read_metadata, trial_name
 from qatsweep.preflight import (
     check_cluster_resources,
@@ -56,12 +56,10 @@ class SweepOutcome:
         return sum(1 for s in self.trials.column("status").to_pylist() if s == status)
 
 
-def git_revision() -> str | None:
-    """The project's git revision, when qatsweep runs from a git checkout."""
-    source = Path(__file__).resolve().parent
+def _git(source: Path, *args: str) -> str | None:
     try:
         result = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            ["git", "-C", str(source), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -69,7 +67,24 @@ def git_revision() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_revision() -> str | None:
+    """The project's git revision, ``-dirty`` when changed, if qatsweep runs from its checkout.
+
+    An installed copy inside some other repository (a venv in a project) gets ``None``:
+    the checkout must be the one holding this source file.
+    """
+    source = Path(__file__).resolve().parent
+    top = _git(source, "rev-parse", "--show-toplevel")
+    if not top or not (Path(top) / "src" / "qatsweep").resolve() == source:
+        return None
+    revision = _git(source, "rev-parse", "HEAD")
+    if not revision:
+        return None
+    dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+    return f"{revision}-dirty" if dirty else revision
 
 
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:
@@ -156,15 +171,28 @@ def _tuner(sweep: SweepConfig, callbacks: list[Any]) -> Any:
 
 
 def _fit(tuner: Any, experiment: Location) -> SweepOutcome:
-    """Run the tuner; whatever happens, write the tables of what there is."""
+    """Run the tuner; whatever happens, write the tables of what there is.
+
+    Raises:
+        QatSweepError: Tune stopped on an error of its own (storage, credentials...); the
+            tables hold what finished and the message says how to resume.
+    """
     interrupted = False
+    failure: Exception | None = None
     try:
         tuner.fit()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: writing the tables of what has finished")
-    finally:
-        trials, curves, paths = export_experiment(experiment.uri)
+    except Exception as err:  # noqa: BLE001 - any Tune failure: keep the results, explain
+        failure = err
+    trials, curves, paths = export_experiment(experiment.uri)
+    if failure is not None:
+        reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+        raise QatSweepError(
+            f"the sweep stopped: {type(failure).__name__}: {reason}; the tables hold what "
+            f"finished; continue with: qatsweep resume {experiment.display()}"
+        ) from failure
     # Tune's own Ctrl-C handler ends fit() normally, leaving trials unfinished.
     unfinished = {"running", "pending"} & set(trials.column("status").to_pylist())
     return SweepOutcome(

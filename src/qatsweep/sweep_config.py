@@ -235,14 +235,14 @@ def validate_sweep(raw: Any, source: str) -> SweepConfig:
         if len({repr(v) for v in axis}) != len(axis):
             raise ConfigError(f"{source}: grid.{key}: repeated values {axis}")
     _check_trial_settings(values, source)
-    if sweep.size == 0:
-        raise ConfigError(f"{source}: the grid is empty")
     for index, override in enumerate(sweep.resources.overrides):
-        for name in override.when:
+        for name, values in override.when.items():
+            where = f"{source}: resources.overrides[{index}].when.{name}"
             if name not in sweep.grid:
-                raise ConfigError(
-                    f"{source}: resources.overrides[{index}].when.{name}: not a grid axis"
-                )
+                raise ConfigError(f"{where}: not a grid axis")
+            unknown = [v for v in values if v not in sweep.grid[name]]
+            if unknown:
+                raise ConfigError(f"{where}: {unknown} not on the grid {sweep.grid[name]}")
     for point in sweep.points():  # combinations, e.g. reduce_range with 2 bits
         sweep.trial_config(point)
     return sweep

@@ -50,10 +50,11 @@ def parse_injection(text: str | None) -> dict[str, str] | None:
     return fields
 
 
-def maybe_inject_failure(epoch: int, trial_name: str, trial_dir: str) -> None:
-    """Raise ``InjectedFailure`` when the environment asks for one at this epoch."""
-    injection = parse_injection(os.environ.get(INJECT_ENV))
-    if injection is None or int(injection["epoch"]) != epoch:
+def maybe_inject_failure(
+    injection: dict[str, str], epoch: int, trial_name: str, trial_dir: str
+) -> None:
+    """Raise ``InjectedFailure`` when ``injection`` (see the module doc) asks for one now."""
+    if int(injection["epoch"]) != epoch:
         return
     if injection.get("trial", "") not in trial_name:
         return
@@ -100,7 +101,7 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
     import ray
     from ray import tune
 
-    from qatsweep.trainer import Trainer, resolve_device, train
+    from qatsweep.trainer import Trainer, train
 
     context = ray.get_runtime_context()
     # Threads and device follow what Ray granted: a trial given no GPU never touches CUDA.
@@ -110,29 +111,39 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         {**params, "threads": threads, "device": device}, source="trial parameters"
     )
     attempt_started = time.time()
-    where: dict[str, Any] = {
-        "node": context.get_node_id(),
-        "hostname": socket.gethostname(),
-        "trained_on": str(resolve_device(config.device)),
-    }
 
-    trainer = Trainer(config)
-    started_at = attempt_started
+    state: dict[str, Any] = {"started_at": attempt_started, "seconds": 0.0}
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         state = _load(checkpoint)
         if state.get("final") is not None:
             tune.report(state["final"])  # finished before the driver stopped: no retraining
             return
-        trainer.load_state_dict(state["trainer"])
-        started_at = state["started_at"]
-    where["started_at"] = started_at
-    last_checkpoint = trainer.epoch
-    tune_context = tune.get_context()
-    trial_name, trial_dir = tune_context.get_trial_name(), tune_context.get_trial_dir()
+    started_at, seconds_before = state["started_at"], state.get("seconds", 0.0)
 
-    def on_epoch(current: Trainer) -> None:
-        maybe_inject_failure(current.epoch, trial_name, trial_dir)
+    trainer = Trainer(config)
+    if "trainer" in state:
+        trainer.load_state_dict(state["trainer"])
+    where: dict[str, Any] = {
+        "node": context.get_node_id(),
+        "hostname": socket.gethostname(),
+        "trained_on": str(trainer.device),
+        "started_at": started_at,
+    }
+    last_checkpoint = trainer.epoch
+
+    def seconds() -> float:
+        """Wall time spent on this trial over all its attempts, not the pauses between."""
+        return seconds_before + time.time() - attempt_started
+
+    on_epoch = None
+    injection = parse_injection(os.environ.get(INJECT_ENV))
+    if injection is not None:
+        tune_context = tune.get_context()
+        name, directory = tune_context.get_trial_name(), tune_context.get_trial_dir()
+
+        def on_epoch(current: Trainer) -> None:
+            maybe_inject_failure(injection, current.epoch, name, directory)
 
     def on_report(epoch: int, loss: float, train_acc: float, test_acc: float) -> None:
         nonlocal last_checkpoint
@@ -146,8 +157,13 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         }
         if epoch - last_checkpoint >= checkpoint_every:
             last_checkpoint = epoch
-            state = {"trainer": trainer.state_dict(), "started_at": started_at, "final": None}
-            _report_with_checkpoint(metrics, state)
+            saved = {
+                "trainer": trainer.state_dict(),
+                "started_at": started_at,
+                "seconds": seconds(),
+                "final": None,
+            }
+            _report_with_checkpoint(metrics, saved)
         else:
             tune.report(metrics)
 
@@ -161,7 +177,7 @@ def run_trial(params: dict[str, Any], report_every: int, checkpoint_every: int) 
         "train_acc": result.train_acc,
         "test_acc": result.test_acc,
         "status": result.status,
-        "seconds": time.time() - attempt_started,
+        "seconds": seconds(),
         **where,
         **versions(),
     }

@@ -30,20 +30,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qatsweep", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="qatsweep",
+        description="Sweep quantization-aware training over rounding modes with Ray Tune: "
+        "train one trial, run or resume a grid, export its tables, analyse the results.",
+        epilog="Use -v before the command for progress logs, e.g. qatsweep -v run SWEEP.yaml.",
+    )
     parser.add_argument("--version", action="version", version=f"qatsweep {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"qatsweep.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"qatsweep.cli.{name}":
-                raise
-            continue  # NOTE: a subcommand not built yet is simply absent from --help.
-        module.register(subparsers)
+        importlib.import_module(f"qatsweep.cli.{name}").register(subparsers)
     return parser
 
 

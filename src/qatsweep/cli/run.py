@@ -94,7 +94,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="join this Ray cluster (default: $RAY_ADDRESS, else start Ray locally)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
     parser.add_argument(
         "--analyze",
         action="store_true",
@@ -116,6 +116,7 @@ def register(subparsers: Any) -> None:
         help="override a sweep-file value, e.g. --set epochs=200 --set grid.width=[16,32]",
     )
     _add_common(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
     parser.set_defaults(func=_cmd_run)
 
     resume = subparsers.add_parser(
