@@ -161,3 +161,8 @@ def test_set_moves_a_setting_between_fixed_and_axis():
     sweep = load_sweep(CONFIGS / "smoke.yaml", ["grid.lr=[0.1, 0.01]", "mode=ceil"])
     assert sweep.grid["lr"] == [0.1, 0.01] and "lr" not in sweep.trial
     assert sweep.trial["mode"] == "ceil" and "mode" not in sweep.grid
+
+
+def test_override_values_must_be_on_the_grid():
+    with pytest.raises(ConfigError, match=r"when\.width: \[7\] not on the grid \[8, 32\]"):
+        load_sweep(CONFIGS / "quick.yaml", ["resources.overrides=[{when: {width: [7]}, gpu: 1}]"])
