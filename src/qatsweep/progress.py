@@ -134,15 +134,9 @@ class SweepProgress(Callback):
         self._refresh(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = trial.last_result or {}
-        if result.get("status") == "diverged":
-            log.warning("trial %s diverged at epoch %s", trial, result.get("epoch"))
-        else:
-            log.info("trial %s finished: test_acc %s", trial, result.get("test_acc"))
         self._refresh(trials, force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        log.warning("trial %s failed; its error is in %s", trial, trial.local_path)
         self._refresh(trials, force=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -153,3 +147,18 @@ class SweepProgress(Callback):
         if self._display is not None:
             self._display[0].stop()
             self._display = None
+
+
+class TrialLog(Callback):
+    """One log line per trial that ends: INFO when it finished, WARNING when it diverged or
+    failed for good. Installed with or without the progress display."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        if result.get("status") == "diverged":
+            log.warning("trial %s diverged at epoch %s", trial, result.get("epoch"))
+        else:
+            log.info("trial %s finished: test_acc %s", trial, result.get("test_acc"))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("trial %s failed; its error is in %s/error.txt", trial, trial.local_path)

@@ -218,10 +218,10 @@ def _join(sweep: SweepConfig, address: str | None) -> None:
 
 
 def _callbacks(sweep: SweepConfig, show_progress: bool) -> list[Any]:
-    from qatsweep.progress import SweepProgress
+    from qatsweep.progress import SweepProgress, TrialLog
     from qatsweep.tensorboard import SweepTensorBoard
 
-    callbacks: list[Any] = [SweepTensorBoard()]
+    callbacks: list[Any] = [SweepTensorBoard(), TrialLog()]
     if show_progress:
         callbacks.append(SweepProgress(sweep.size))
     return callbacks

@@ -236,11 +236,11 @@ def validate_sweep(raw: Any, source: str) -> SweepConfig:
             raise ConfigError(f"{source}: grid.{key}: repeated values {axis}")
     _check_trial_settings(values, source)
     for index, override in enumerate(sweep.resources.overrides):
-        for name, values in override.when.items():
+        for name, chosen in override.when.items():
             where = f"{source}: resources.overrides[{index}].when.{name}"
             if name not in sweep.grid:
                 raise ConfigError(f"{where}: not a grid axis")
-            unknown = [v for v in values if v not in sweep.grid[name]]
+            unknown = [v for v in chosen if v not in sweep.grid[name]]
             if unknown:
                 raise ConfigError(f"{where}: {unknown} not on the grid {sweep.grid[name]}")
     for point in sweep.points():  # combinations, e.g. reduce_range with 2 bits

@@ -22,6 +22,13 @@ class SweepTensorBoard(TBXLoggerCallback):
         super().__init__()
         self._last_epoch: dict[str, int] = {}
 
+    def log_trial_start(self, trial: Any) -> None:
+        super().log_trial_start(trial)
+        # A restored trial repeats the epochs after its checkpoint: they are logged already.
+        last = (trial.last_result or {}).get("epoch")
+        if last is not None:
+            self._last_epoch.setdefault(trial.trial_id, last)
+
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         if trial not in self._trial_writer:
             self.log_trial_start(trial)

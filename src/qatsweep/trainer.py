@@ -196,7 +196,12 @@ def train(
         if not trainer.train_epoch():
             status = "diverged"
             log.warning(
-                "trial %s diverged at epoch %d: non-finite loss", config.mode, trainer.epoch + 1
+                "trial %s w%d d%d s%d diverged at epoch %d: non-finite loss",
+                config.mode,
+                config.width,
+                config.depth,
+                config.seed,
+                trainer.epoch + 1,
             )
             break
         if on_epoch is not None:
