@@ -45,9 +45,11 @@ class SpiralData:
     y_test: torch.Tensor  # (n_test,)
 
     def to(self, device: torch.device | str) -> SpiralData:
+        """The same split on ``device``."""
         return SpiralData(*(t.to(device) for t in self.tensors()))
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_train, y_train, x_test, y_test)``."""
         return self.x_train, self.y_train, self.x_test, self.y_test
 
 

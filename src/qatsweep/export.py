@@ -247,6 +247,7 @@ def _curve_rows(name: str, config: TrialConfig, trial: TrialFiles) -> list[dict[
 
 
 def table_bytes(table: pa.Table) -> bytes:
+    """``table`` serialized as a Parquet file."""
     sink = io.BytesIO()
     pq.write_table(table, sink)
     return sink.getvalue()

@@ -115,6 +115,7 @@ def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
 
 
 def stop_ray() -> None:
+    """Shut down (or leave) the Ray instance this process started or joined."""
     import ray
 
     if ray.is_initialized():

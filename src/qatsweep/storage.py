@@ -34,6 +34,7 @@ class Location:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def join(self, *parts: str) -> str:
+        """The filesystem path of ``parts`` below this location."""
         return "/".join([self.path.rstrip("/"), *parts])
 
     def display(self, *parts: str) -> str:
@@ -43,12 +44,15 @@ class Location:
         return "/".join([self.uri.rstrip("/"), *parts])
 
     def kind(self, *parts: str) -> pafs.FileType:
+        """What is at ``parts``: a file, a directory, or nothing."""
         return self.fs.get_file_info(self.join(*parts)).type
 
     def exists(self, *parts: str) -> bool:
+        """Whether anything is at ``parts``."""
         return self.kind(*parts) != pafs.FileType.NotFound
 
     def is_dir(self, *parts: str) -> bool:
+        """Whether ``parts`` is a directory."""
         return self.kind(*parts) == pafs.FileType.Directory
 
     def subdirs(self) -> list[str]:
@@ -57,10 +61,12 @@ class Location:
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
     def read_bytes(self, *parts: str) -> bytes:
+        """The content of the file at ``parts``."""
         with self.fs.open_input_stream(self.join(*parts)) as stream:
             return stream.read()
 
     def read_text(self, *parts: str) -> str:
+        """The file at ``parts`` as UTF-8 text (undecodable bytes replaced)."""
         return self.read_bytes(*parts).decode("utf-8", errors="replace")
 
     def write_files(self, files: dict[str, bytes]) -> list[str]:

@@ -53,6 +53,7 @@ class SweepOutcome:
     interrupted: bool
 
     def count(self, status: str) -> int:
+        """How many trials ended with ``status``."""
         return sum(1 for s in self.trials.column("status").to_pylist() if s == status)
 
 

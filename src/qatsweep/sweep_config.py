@@ -81,6 +81,7 @@ class ResourceOverride(BaseModel):
         return _check_gpu(gpu)
 
     def matches(self, point: dict[str, Any]) -> bool:
+        """Whether ``point`` has one of the listed values on every axis of ``when``."""
         return all(point.get(axis) in values for axis, values in self.when.items())
 
 
@@ -145,6 +146,7 @@ class SweepConfig(BaseModel):
 
     @property
     def size(self) -> int:
+        """The number of grid points (trials)."""
         return math.prod(len(values) for values in self.grid.values())
 
     def points(self) -> list[dict[str, Any]]:
@@ -181,6 +183,7 @@ class SweepConfig(BaseModel):
         return str(path.resolve())
 
     def experiment_path(self, base: Path | None = None) -> str:
+        """Where this experiment's directory is (or will be)."""
         return f"{self.resolved_storage(base).rstrip('/')}/{self.name}"
 
 

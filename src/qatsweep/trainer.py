@@ -43,11 +43,14 @@ class TrialResult:
     trained_on: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a plain dict (the JSON of ``qatsweep train``)."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class Metrics:
+    """Loss and accuracies of one evaluation."""
+
     loss: float
     train_acc: float
     test_acc: float
@@ -95,6 +98,7 @@ class Trainer:
 
     @property
     def n_train(self) -> int:
+        """Size of the training set."""
         return int(self.data.y_train.shape[0])
 
     def _batches(self) -> list[torch.Tensor] | None:
@@ -144,6 +148,7 @@ class Trainer:
         return Metrics(loss=loss, train_acc=train_acc, test_acc=test_acc)
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run bit-exactly."""
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -156,6 +161,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict()``."""
         self.epoch = int(state["epoch"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -67,6 +67,7 @@ def maybe_inject_failure(
 
 
 def versions() -> dict[str, str]:
+    """Versions of the code and libraries a trial ran with."""
     import ray
 
     return {

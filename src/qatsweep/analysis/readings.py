@@ -29,6 +29,7 @@ def readings(section: dict[str, Any]) -> dict[str, str]:
 
 
 def read_modes(modes: dict[str, dict[str, Any]]) -> str:
+    """One sentence on finding 1: best and worst mode, steadiest and least steady."""
     means = {mode: stats["mean"] for mode, stats in modes.items()}
     top, top_mean = _extreme(means, highest=True)
     if len(means) == 1:
@@ -57,6 +58,7 @@ def read_modes(modes: dict[str, dict[str, Any]]) -> str:
 
 
 def read_depth(by_depth: list[dict[str, Any]], slopes: dict[str, float | None]) -> str:
+    """One sentence on finding 2: how each gap against nearest moves with depth."""
     if not by_depth or "gap_vs_nearest" not in by_depth[0]:
         return "There are no nearest trials, so there are no gaps against nearest."
     if not slopes:
@@ -82,6 +84,7 @@ def read_depth(by_depth: list[dict[str, Any]], slopes: dict[str, float | None]) 
 
 
 def read_well_trained(well: dict[str, Any]) -> str:
+    """One sentence on finding 3: how far apart the quantized modes are when training works."""
     above = f"{well['threshold']:.2f}"
     if well["configurations"] == 0:
         return f"No configuration averages above {above} test accuracy, so this finding is empty."
@@ -96,6 +99,7 @@ def read_well_trained(well: dict[str, Any]) -> str:
 
 
 def read_wins(wins: dict[str, int], cells: int) -> str:
+    """One sentence on finding 4: outright wins per quantized mode and ties."""
     quantized = [mode for mode in wins if mode != "tie"]
     if len(quantized) < 2:
         return "With fewer than two quantized modes there is no win rate."
@@ -109,6 +113,7 @@ def read_wins(wins: dict[str, int], cells: int) -> str:
 
 
 def read_width(by_width: list[dict[str, Any]]) -> str:
+    """One sentence on finding 5: where the quantization penalty is largest and smallest."""
     if not by_width or "penalty" not in by_width[0]:
         return "There are no baseline trials, so there is no quantization penalty."
     penalties = [

@@ -30,6 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``qatsweep`` parser with every subcommand registered."""
     parser = _Parser(
         prog="qatsweep",
         description="Sweep quantization-aware training over rounding modes with Ray Tune: "
@@ -56,6 +57,7 @@ def configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (2 for a user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

@@ -19,6 +19,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
     parser = subparsers.add_parser(
         "export",
         help="write trials.parquet and curves.parquet for an experiment",

@@ -103,6 +103,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``run`` and ``resume`` subcommands."""
     parser = subparsers.add_parser(
         "run", help="run a sweep file's grid with Ray Tune", description=__doc__
     )

@@ -53,6 +53,7 @@ def add_trial_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def trial_config_from_args(args: argparse.Namespace) -> TrialConfig:
+    """The validated trial config from the parsed flags (unset flags keep defaults)."""
     values: dict[str, Any] = {}
     for name in TrialConfig.model_fields:
         value = getattr(args, name)
@@ -84,6 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``train`` subcommand."""
     parser = subparsers.add_parser(
         "train",
         help="run one trial without Ray and print its final metrics as JSON",

@@ -30,6 +30,7 @@ from qatsweep.quant.qparams import f32_reciprocal
 
 
 def check_rounding(rounding: str) -> None:
+    """Raise ``ConfigError`` for a rounding rule qatsweep does not know."""
     if rounding not in ROUNDING_MODES:
         raise ConfigError(
             f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDING_MODES)}"
