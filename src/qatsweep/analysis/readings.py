@@ -34,6 +34,8 @@ def read_modes(modes: dict[str, dict[str, Any]]) -> str:
     top, top_mean = _extreme(means, highest=True)
     if len(means) == 1:
         text = f"Only {top[0]} is present, with a mean test accuracy of {_acc(top_mean)}"
+    elif len(set(means.values())) == 1:
+        text = f"Every mode has the same mean test accuracy ({_acc(top_mean)})"
     else:
         low, low_mean = _extreme(means, highest=False)
         text = (
@@ -107,8 +109,9 @@ def read_wins(wins: dict[str, int], cells: int) -> str:
         return "No cell has a result for every quantized mode, so there is no win rate."
     parts = [f"{mode} wins {wins[mode]} ({wins[mode] / cells:.0%})" for mode in quantized]
     return (
-        f"Over {cells} complete (configuration, seed) cells, {', '.join(parts)}, and "
-        f"{wins['tie']} ({wins['tie'] / cells:.0%}) are ties."
+        f"Over {cells} complete (configuration, seed) {'cell' if cells == 1 else 'cells'}, "
+        f"{', '.join(parts)}, and {wins['tie']} ({wins['tie'] / cells:.0%}) "
+        f"{'is a tie' if wins['tie'] == 1 else 'are ties'}."
     )
 
 
