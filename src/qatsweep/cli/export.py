@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export",
         help="write trials.parquet and curves.parquet for an experiment",
-        description=__doc__,
+        description="Rebuild trials.parquet and curves.parquet from an experiment directory, "
+        "finished, interrupted or still running.",
     )
     parser.add_argument(
         "experiment",

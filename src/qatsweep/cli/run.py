@@ -105,7 +105,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add the ``run`` and ``resume`` subcommands."""
     parser = subparsers.add_parser(
-        "run", help="run a sweep file's grid with Ray Tune", description=__doc__
+        "run",
+        help="run a sweep file's grid with Ray Tune",
+        description="Run every point of a sweep file's grid as a Ray Tune trial, on a local "
+        "Ray instance or an existing cluster, then write trials.parquet and curves.parquet.",
     )
     parser.add_argument("sweep", metavar="SWEEP.yaml", help="the sweep file")
     parser.add_argument(

@@ -89,7 +89,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="run one trial without Ray and print its final metrics as JSON",
-        description=__doc__,
+        description="Train one trial without Ray and print its final metrics as one JSON "
+        "line on stdout; progress goes to stderr. Defaults are the study's.",
     )
     add_trial_flags(parser)
     parser.add_argument(
