@@ -147,3 +147,18 @@ def check_storage_writable(sweep: SweepConfig) -> None:
             f"storage {path}: cannot create directories under {existing} "
             "(not a writable directory); choose another with --set storage=PATH"
         )
+
+
+def check_storage_is_absolute(sweep: SweepConfig) -> None:
+    """On a cluster, refuse a relative storage path.
+
+    Inside a Ray job the working directory is a temporary copy that Ray deletes, so a
+    relative path would put the results where they are lost.
+    """
+    if sweep.storage_is_uri:
+        return
+    if not Path(sweep.storage.removeprefix("file://")).expanduser().is_absolute():
+        raise ConfigError(
+            f"storage {sweep.storage!r} is a relative path; on a cluster give shared storage "
+            "explicitly, e.g. --set storage=/mnt/nfs/qatsweep or --set storage=s3://bucket/prefix"
+        )

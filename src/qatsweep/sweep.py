@@ -33,6 +33,7 @@ from qatsweep.preflight import (
     check_cluster_resources,
     check_local_resources,
     check_shared_storage,
+    check_storage_is_absolute,
     check_storage_writable,
 )
 from qatsweep.ray_session import cluster_address, start_ray
@@ -206,12 +207,8 @@ def _join(sweep: SweepConfig, address: str | None) -> None:
     address = cluster_address(address)
     if address is None:
         check_local_resources(sweep)  # before starting anything
-    elif not sweep.storage_is_uri and not Path(sweep.storage).expanduser().is_absolute():
-        # Inside a Ray job the working directory is a temporary copy that Ray deletes.
-        raise ConfigError(
-            f"storage {sweep.storage!r} is a relative path; on a cluster give shared storage "
-            "explicitly, e.g. --set storage=/mnt/nfs/qatsweep or --set storage=s3://bucket/prefix"
-        )
+    else:
+        check_storage_is_absolute(sweep)  # before joining
     start_ray(address)
     if address is not None:
         check_cluster_resources(sweep)
